@@ -1,0 +1,1 @@
+"""Hybrid AI music generation: symbolic planner, mel-diffusion renderer, DPO alignment."""

@@ -1,0 +1,1 @@
+"""Stage 1: sources, labels, splits, REMI+ tokeniser and token storage."""

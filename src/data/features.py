@@ -1,0 +1,129 @@
+"""Musical features measured from notes: key, bar grid, onsets, repetition structure.
+
+One module shared by labelling (stage 1), generation stats and evaluation. Inputs are plain
+numpy arrays so the functions are easy to test with hand-made examples:
+``notes`` is an int array of shape (N, 4): start tick, duration ticks, pitch, is_drum.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PITCH_CLASSES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+# Krumhansl & Kessler (1982) probe-tone profiles, C major and C minor.
+KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+MAJOR_SCALE = np.array([0, 2, 4, 5, 7, 9, 11])
+MINOR_SCALE = np.array([0, 2, 3, 5, 7, 8, 10])  # natural minor
+
+
+def pitch_class_histogram(notes: np.ndarray, weighted: bool = True) -> np.ndarray:
+    """(12,) duration-weighted pitch-class histogram of the pitched notes, summing to 1."""
+    pitched = notes[notes[:, 3] == 0] if len(notes) else notes
+    hist = np.zeros(12)
+    if len(pitched):
+        w = pitched[:, 1].astype(float) if weighted else np.ones(len(pitched))
+        np.add.at(hist, pitched[:, 2] % 12, w)
+    total = hist.sum()
+    return hist / total if total > 0 else hist
+
+
+def estimate_key(notes: np.ndarray) -> tuple[int, str, float]:
+    """Krumhansl-Schmuckler key finding: (tonic pitch class, 'major'|'minor', correlation)."""
+    hist = pitch_class_histogram(notes)
+    if hist.sum() == 0:
+        return 0, "major", 0.0
+    best = (0, "major", -2.0)
+    for mode, profile in (("major", KK_MAJOR), ("minor", KK_MINOR)):
+        for tonic in range(12):
+            r = float(np.corrcoef(hist, np.roll(profile, tonic))[0, 1])
+            if r > best[2]:
+                best = (tonic, mode, r)
+    return best
+
+
+def key_name(tonic: int, mode: str) -> str:
+    return f"{PITCH_CLASSES[tonic]} {mode}"
+
+
+def scale_consistency(notes: np.ndarray, tonic: int, mode: str) -> float:
+    """Share of pitched notes (by count) inside the given scale."""
+    pitched = notes[notes[:, 3] == 0] if len(notes) else notes
+    if not len(pitched):
+        return 0.0
+    scale = (MAJOR_SCALE if mode == "major" else MINOR_SCALE) + tonic
+    return float(np.isin(pitched[:, 2] % 12, scale % 12).mean())
+
+
+def bar_starts(end_tick: int, tpq: int, time_sigs: list[tuple[int, int, int]]) -> np.ndarray:
+    """Tick of every bar start up to ``end_tick``; ``time_sigs`` = [(tick, num, den), ...]."""
+    sigs = sorted(time_sigs) or [(0, 4, 4)]
+    if sigs[0][0] > 0:
+        sigs.insert(0, (0, 4, 4))
+    starts: list[int] = []
+    for i, (tick, num, den) in enumerate(sigs):
+        stop = sigs[i + 1][0] if i + 1 < len(sigs) else max(end_tick, tick + 1)
+        bar_len = max(1, round(tpq * 4 * num / den))
+        starts.extend(range(tick, stop, bar_len))
+    return np.array(starts or [0], dtype=np.int64)
+
+
+def onsets_per_second(notes: np.ndarray, tpq: int, qpm: float) -> float:
+    """Distinct onset times per second (density of attacks, counting a chord once)."""
+    if not len(notes):
+        return 0.0
+    onsets = np.unique(notes[:, 0])
+    seconds = (notes[:, 0] + notes[:, 1]).max() / tpq * 60.0 / qpm
+    return float(len(onsets) / seconds) if seconds > 0 else 0.0
+
+
+def bar_contents(notes: np.ndarray, starts: np.ndarray, tpq: int, grid: int = 4) -> list[frozenset]:
+    """Per bar: the set of (pitch, onset position on a 1/grid-beat grid) of its notes."""
+    contents: list[set] = [set() for _ in starts]
+    if len(notes):
+        bar = np.searchsorted(starts, notes[:, 0], side="right") - 1
+        pos = np.round((notes[:, 0] - starts[bar]) * grid / tpq).astype(int)
+        for b, p, pitch in zip(bar, pos, notes[:, 2]):
+            contents[b].add((int(pitch), int(p)))
+    return [frozenset(c) for c in contents]
+
+
+def jaccard(a: frozenset, b: frozenset) -> float:
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
+
+
+def segment_sections(
+    contents: list[frozenset], phrase_bars: int = 4, threshold: float = 0.5, max_labels: int = 8
+) -> tuple[list[int], list[int]]:
+    """Repetition-based sections: per bar, a section label (0..max_labels-1) and its index.
+
+    Bars are grouped into phrases of ``phrase_bars``; a phrase whose content matches an
+    earlier phrase (Jaccard >= ``threshold``) takes that phrase's label, otherwise it starts a
+    new one (once ``max_labels`` are used, the most similar label). A section is a maximal
+    run of bars with one label; each bar's index counts from the section's start.
+    """
+    n_phr = (len(contents) + phrase_bars - 1) // phrase_bars
+    phrases = []
+    for i in range(n_phr):
+        phrase = set()
+        for j, bar in enumerate(contents[i * phrase_bars : (i + 1) * phrase_bars]):
+            phrase |= {(j, pitch, pos) for pitch, pos in bar}
+        phrases.append(frozenset(phrase))
+    labels: list[int] = []
+    n_labels = 0
+    for i, ph in enumerate(phrases):
+        sims = [jaccard(ph, phrases[j]) for j in range(i)]
+        best = int(np.argmax(sims)) if sims else -1
+        if best >= 0 and (sims[best] >= threshold or n_labels >= max_labels):
+            labels.append(labels[best])
+        else:
+            labels.append(n_labels)
+            n_labels += 1
+    bar_labels = [labels[b // phrase_bars] for b in range(len(contents))]
+    index, run = [], 0
+    for b, lab in enumerate(bar_labels):
+        run = run + 1 if b and lab == bar_labels[b - 1] else 0
+        index.append(run)
+    return bar_labels, index

@@ -1,0 +1,54 @@
+"""Any folder of ``.mid``/``.midi`` files, with one style given for all of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from src.data.sources import STYLES, RawPiece, Rejection, normalise_title, safe_name
+
+
+@dataclass
+class FolderSourceConfig:
+    path: str
+    style: str
+    name: str = ""  # source name in the manifest; defaults to the folder's name
+
+    def __post_init__(self) -> None:
+        self.style = self.style.upper()
+        if self.style not in STYLES:
+            raise ValueError(f"style must be one of {', '.join(STYLES)}, got {self.style!r}")
+
+
+class FolderSource:
+    """MIDI files are used in place (no conversion); validation happens at analysis."""
+
+    def __init__(self, cfg: FolderSourceConfig):
+        self.cfg = cfg
+        self.name = cfg.name or f"folder_{safe_name(Path(cfg.path).name)}"
+
+    def collect(self, raw_dir: Path, workers: int) -> tuple[list[RawPiece], list[Rejection]]:
+        del raw_dir, workers  # nothing to convert
+        root = Path(self.cfg.path)
+        if not root.is_dir():
+            raise FileNotFoundError(f"folder source '{self.name}': {root} is not a directory")
+        pieces, rejected = [], []
+        for f in sorted(root.rglob("*")):
+            if not f.is_file():
+                continue
+            rel = f.relative_to(root)
+            if f.suffix.lower() not in (".mid", ".midi"):
+                rejected.append(Rejection(str(f), f"not a MIDI file (suffix '{f.suffix}')", self.name))
+                continue
+            pieces.append(
+                RawPiece(
+                    piece_id=f"{self.name}/{safe_name(str(rel.with_suffix('')))}",
+                    source=self.name,
+                    original_path=str(f),
+                    midi_path=str(f),
+                    group=f"{self.name}/{normalise_title(f.stem)}",
+                    style=self.cfg.style,
+                    meta={"title": f.stem},
+                )
+            )
+        return pieces, rejected

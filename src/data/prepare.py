@@ -1,0 +1,250 @@
+"""Stage 1 entry point: sources -> labelled manifest -> splits -> REMI+ BPE tokeniser -> shards.
+
+    python -m src.data.prepare --config config/data_tiny.yaml [--set a.b=v] [--midi_dir DIR --style POP]
+
+Every step is cached and resumable: converted MIDI under ``data/raw/``, the tokeniser and the
+token shards under ``processed_dir`` with fingerprints of their inputs, so a rerun with the
+same inputs only checks. Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from src.data.folder_source import FolderSource, FolderSourceConfig
+from src.data.labels import LabelConfig, RejectedPiece, analyse, caption
+from src.data.music21_source import Music21Source, Music21SourceConfig
+from src.data.sources import RawPiece, Rejection, Source
+from src.data.splits import SplitConfig, split_of
+from src.data.token_store import token_store_meta, write_token_store
+from src.data.tokenizer import TokenizerConfig, load_tokenizer, tokenizer_hash, train_tokenizer
+from src.utils.config import ConfigError, add_config_args, load_config, save_config
+from src.utils.io import sha256_text, write_json, write_jsonl, write_text
+from src.utils.logging import setup_logging
+
+log = logging.getLogger("prepare")
+
+
+@dataclass
+class DataConfig:
+    preset: str = "tiny"
+    raw_dir: str = "data/raw"
+    processed_dir: str = "data/processed/tiny"
+    workers: int = 0  # 0 = every core
+    music21: Music21SourceConfig = field(default_factory=Music21SourceConfig)
+    folders: list[FolderSourceConfig] = field(default_factory=list)
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    splits: SplitConfig = field(default_factory=SplitConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    shard_tokens: int = 50_000_000  # tokens per shard file
+
+
+def build_sources(cfg: DataConfig) -> list[Source]:
+    sources: list[Source] = []
+    if cfg.music21.enabled and cfg.music21.collections:
+        sources.append(Music21Source(cfg.music21))
+    sources += [FolderSource(f) for f in cfg.folders]
+    if not sources:
+        raise ConfigError("no data source: enable music21 collections or give --midi_dir")
+    return sources
+
+
+def _analyse_job(job: tuple[RawPiece, LabelConfig]) -> dict[str, Any] | Rejection:
+    raw, cfg = job
+    try:
+        return analyse(raw, cfg)
+    except RejectedPiece as e:
+        return Rejection(raw.original_path, str(e), raw.source)
+
+
+_TOK: Any = None
+
+
+def _tok_init(path: str) -> None:
+    global _TOK
+    _TOK = load_tokenizer(path)
+
+
+def _tokenise_job(job: tuple[int, str]) -> tuple[int, np.ndarray | None, int, str]:
+    row, midi_path = job
+    try:
+        seq = _TOK.encode(Path(midi_path), encode_ids=False)
+        n_base = len(seq.ids)
+        _TOK.encode_token_ids(seq)
+        return row, np.asarray(seq.ids, dtype=np.uint16), n_base, ""
+    except Exception as e:  # a file miditok cannot tokenise is rejected, not fatal
+        return row, None, 0, f"tokenisation failed: {type(e).__name__}: {e}"[:200]
+
+
+def _pool_map(fn, jobs: list, workers: int, desc: str, initializer=None, initargs=()) -> list:
+    if workers <= 1 or len(jobs) < 8:
+        if initializer:
+            initializer(*initargs)
+        return [fn(j) for j in tqdm(jobs, desc=desc, unit="piece")]
+    with mp.get_context("fork").Pool(workers, initializer, initargs) as pool:
+        return list(tqdm(pool.imap(fn, jobs, chunksize=8), total=len(jobs), desc=desc, unit="piece"))
+
+
+def _file_stamp(path: str) -> str:
+    st = os.stat(path)
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def prepare(cfg: DataConfig) -> dict[str, Any]:
+    """Run stage 1; return the summary (also written to ``processed_dir/summary.json``)."""
+    t0 = time.time()
+    workers = cfg.workers or os.cpu_count() or 1
+    raw_dir, out = Path(cfg.raw_dir), Path(cfg.processed_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "data_config.yaml")
+
+    # 1. sources
+    pieces: list[RawPiece] = []
+    rejected: list[Rejection] = []
+    for src in build_sources(cfg):
+        p, r = src.collect(raw_dir, workers)
+        log.info("source %s: %d pieces, %d rejected", src.name, len(p), len(r))
+        pieces += p
+        rejected += r
+    ids = Counter(p.piece_id for p in pieces)
+    if dup := [i for i, n in ids.items() if n > 1]:
+        raise RuntimeError(f"duplicate piece ids (first: {dup[0]}); give folder sources distinct names")
+
+    # 2. labels and 3. splits
+    results = _pool_map(_analyse_job, [(p, cfg.labels) for p in pieces], workers, "analyse")
+    rows: list[dict[str, Any]] = []
+    for res in results:
+        if isinstance(res, Rejection):
+            rejected.append(res)
+            continue
+        res["split"] = split_of(res["group"], cfg.splits)
+        res["caption"] = caption(res)
+        rows.append(res)
+    if not rows:
+        raise RuntimeError(f"every one of {len(pieces)} pieces was rejected; see the reasons above")
+
+    # 4. tokenizer, trained on the train split (cached by fingerprint of its inputs)
+    tok_path = out / "tokenizer.json"
+    train_rows = [r for r in rows if r["split"] == "train"]
+    if cfg.tokenizer.max_train_pieces:
+        train_rows = train_rows[: cfg.tokenizer.max_train_pieces]
+    tok_fp = sha256_text(json.dumps([asdict(cfg.tokenizer), [(r["id"], _file_stamp(r["midi_path"])) for r in train_rows]]))
+    state_path = out / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    if tok_path.is_file() and state.get("tokenizer_fingerprint") == tok_fp:
+        log.info("tokenizer up to date: %s", tok_path)
+    else:
+        train_tokenizer(cfg.tokenizer, [Path(r["midi_path"]) for r in train_rows], tok_path)
+        write_json(state_path, {**state, "tokenizer_fingerprint": tok_fp})
+    tok_hash = tokenizer_hash(tok_path)
+
+    # 5. tokens (cached by tokenizer hash + every input file's stamp)
+    for i, r in enumerate(rows):
+        r["row"] = i
+    tokens_dir = out / "tokens"
+    tokens_fp = sha256_text(json.dumps([tok_hash, [(r["id"], _file_stamp(r["midi_path"])) for r in rows]]))
+    meta = token_store_meta(tokens_dir)
+    prev_manifest = out / "manifest.jsonl"
+    if meta and meta.get("fingerprint") == tokens_fp and prev_manifest.is_file():
+        log.info("token shards up to date: %s", tokens_dir)
+        kept = [json.loads(line) for line in prev_manifest.read_text().splitlines()]
+        rejected += [Rejection(**r) for r in meta["rejected"]]
+    else:
+        jobs = [(r["row"], r["midi_path"]) for r in rows]
+        encoded = _pool_map(_tokenise_job, jobs, workers, "tokenise", _tok_init, (str(tok_path),))
+        kept, seqs, tok_rejects = [], [], []
+        for (row, ids, n_base, err), r in zip(encoded, rows):
+            if ids is None or len(ids) == 0:
+                tok_rejects.append(Rejection(r["original_path"], err or "no tokens", r["source"]))
+                continue
+            r = {**r, "row": len(kept), "n_tokens": int(len(ids)), "n_base_tokens": n_base}
+            seqs.append((r["row"], ids))
+            kept.append(r)
+        write_token_store(tokens_dir, seqs, {
+            "fingerprint": tokens_fp, "tokenizer_hash": tok_hash, "vocab_size": cfg.tokenizer.vocab_size,
+            "rejected": [asdict(x) for x in tok_rejects]}, cfg.shard_tokens)
+        write_jsonl(prev_manifest, kept)
+        rejected += tok_rejects
+
+    write_jsonl(out / "rejected.jsonl", [asdict(r) for r in rejected])
+    summary = summarise(kept, rejected, time.time() - t0, tok_hash)
+    write_json(out / "summary.json", summary)
+    write_text(out / "summary.md", format_summary(summary))
+    return summary
+
+
+def summarise(rows: list[dict], rejected: list[Rejection], seconds: float, tok_hash: str) -> dict[str, Any]:
+    ntok = [r["n_tokens"] for r in rows]
+    nbase = sum(r["n_base_tokens"] for r in rows)
+    return {
+        "pieces": len(rows),
+        "by_source": dict(Counter(r["source"] for r in rows)),
+        "by_style": dict(Counter(r["style"] or "UNLABELLED" for r in rows)),
+        "by_emotion": dict(Counter(r["emotion"] for r in rows)),
+        "by_split": dict(Counter(r["split"] for r in rows)),
+        "tokens": int(sum(ntok)),
+        "tokens_per_piece_mean": round(statistics.mean(ntok), 1) if ntok else 0,
+        "tokens_per_piece_median": float(statistics.median(ntok)) if ntok else 0,
+        "bpe_compression": round(nbase / max(1, sum(ntok)), 3),
+        "rejected": len(rejected),
+        "rejected_reasons": dict(Counter(r.reason.split(":")[0].split(" (")[0] for r in rejected).most_common(5)),
+        "seconds": round(seconds, 1),
+        "tokenizer_hash": tok_hash,
+    }
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    lines = ["| what | count |", "|---|---|"]
+    for key in ("by_source", "by_style", "by_emotion", "by_split", "rejected_reasons"):
+        for name, n in sorted(s[key].items(), key=lambda kv: -kv[1]):
+            lines.append(f"| {key.removeprefix('by_')}: {name} | {n} |")
+    lines += [
+        f"| pieces | {s['pieces']} |",
+        f"| tokens (BPE) | {s['tokens']} (mean {s['tokens_per_piece_mean']}, median {s['tokens_per_piece_median']} a piece) |",
+        f"| BPE compression | {s['bpe_compression']} base tokens per token |",
+        f"| rejected | {s['rejected']} |",
+        f"| run time | {s['seconds']} s |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_config_args(parser, "config/data_tiny.yaml")
+    parser.add_argument("--midi_dir", action="append", default=[], help="extra folder of MIDI files")
+    parser.add_argument("--style", action="append", default=[], help="style for each --midi_dir")
+    parser.add_argument("--no_music21", action="store_true", help="skip the music21 corpus")
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        cfg = load_config(DataConfig, args.config, args.overrides)
+        if len(args.style) != len(args.midi_dir):
+            raise ConfigError("give one --style (POP, CLASSICAL, ...) for each --midi_dir")
+        cfg.folders += [FolderSourceConfig(path=d, style=s) for d, s in zip(args.midi_dir, args.style)]
+        if args.no_music21:
+            cfg.music21.enabled = False
+        summary = prepare(cfg)
+    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as e:
+        log.error("%s", e)
+        return 2
+    print(format_summary(summary))
+    print(f"artefacts in {cfg.processed_dir}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

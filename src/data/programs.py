@@ -1,0 +1,52 @@
+"""General MIDI programs from instrument or voice names (a configurable mapping)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import pretty_midi
+
+# Substring (lower case) -> GM program, 0-based. The first match in order wins, so the more
+# specific names come first ("contrabass" before "bass", "bass clarinet" before "bass").
+DEFAULT_PROGRAM_MAP: dict[str, int] = {
+    "piano": 0, "pianoforte": 0, "klavier": 0, "keyboard": 0, "harpsichord": 6,
+    "cembalo": 6, "clavichord": 7, "celesta": 8, "organ": 19, "continuo": 19,
+    "accordion": 21, "harmonica": 22, "guitar": 24, "lute": 24, "theorbo": 24,
+    "contrabass": 43, "double bass": 43, "violone": 43, "bass clarinet": 71,
+    "violoncello": 42, "cello": 42, "viola": 41, "violin": 40, "fiddle": 40,
+    "harp": 46, "timpani": 47, "trumpet": 56, "tromba": 56, "trombone": 57,
+    "tuba": 58, "horn": 60, "corno": 60, "oboe": 68, "english horn": 69,
+    "bassoon": 70, "fagott": 70, "clarinet": 71, "piccolo": 72, "flute": 73,
+    "flauto": 73, "recorder": 74, "whistle": 78, "bagpipe": 109,
+    "soprano": 52, "alto": 52, "tenor": 52, "bass": 52, "cantus": 52,
+    "altus": 52, "quintus": 52, "sextus": 52, "voice": 52, "choir": 52, "canto": 52,
+}
+
+
+@dataclass
+class ProgramMapConfig:
+    """Name -> GM program mapping; ``default`` is used when no name matches."""
+
+    mapping: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PROGRAM_MAP))
+    default: int = 0
+
+    def __post_init__(self) -> None:
+        for name, prog in self.mapping.items():
+            if not 0 <= prog <= 127:
+                raise ValueError(f"mapping.{name}: GM program must be 0..127, got {prog}")
+        if not 0 <= self.default <= 127:
+            raise ValueError(f"default: GM program must be 0..127, got {self.default}")
+
+
+def program_for_name(name: str | None, cfg: ProgramMapConfig, default: int | None = None) -> int:
+    """Return the GM program for a part/instrument name (case-insensitive substring match)."""
+    text = re.sub(r"[^a-z ]+", " ", (name or "").lower())
+    for key, prog in cfg.mapping.items():
+        if re.search(rf"\b{re.escape(key)}", text):
+            return prog
+    return cfg.default if default is None else default
+
+
+def program_name(program: int) -> str:
+    return pretty_midi.program_to_instrument_name(program)

@@ -1,0 +1,132 @@
+"""REMI+ tokeniser (miditok REMI with programs in one stream, tempos and time signatures).
+
+The base vocabulary is shrunk below the target (8 velocities, 16 tempo bins: 478 tokens) so
+that BPE really trains: miditok silently skips training when the base already reaches the
+target size. :class:`TokenCodec` turns BPE ids back into base ids and re-encodes them, which
+the dataset uses for pitch transposition at load time.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from src.utils.io import atomic_path, sha256_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TokenizerConfig:
+    vocab_size: int = 512
+    num_velocities: int = 8
+    num_tempos: int = 16
+    tempo_range: list[int] = field(default_factory=lambda: [40, 250])
+    beat_res: dict[str, int] = field(default_factory=lambda: {"0_4": 8, "4_12": 4})
+    max_train_pieces: int = 0  # 0 = the whole train split
+
+    def __post_init__(self) -> None:
+        if len(self.tempo_range) != 2 or self.tempo_range[0] >= self.tempo_range[1]:
+            raise ValueError(f"tempo_range must be [low, high], got {self.tempo_range}")
+        for key in self.beat_res:
+            lo, _, hi = key.partition("_")
+            if not (lo.isdigit() and hi.isdigit() and int(lo) < int(hi)):
+                raise ValueError(f"beat_res keys look like '0_4', got {key!r}")
+
+
+def build_tokenizer(cfg: TokenizerConfig):  # -> miditok.REMI
+    from miditok import REMI
+    from miditok import TokenizerConfig as MTConfig
+
+    mt = MTConfig(
+        use_programs=True,
+        one_token_stream_for_programs=True,
+        use_time_signatures=True,
+        use_tempos=True,
+        num_velocities=cfg.num_velocities,
+        num_tempos=cfg.num_tempos,
+        tempo_range=tuple(cfg.tempo_range),
+        beat_res={tuple(int(x) for x in k.split("_")): v for k, v in cfg.beat_res.items()},
+        special_tokens=["PAD", "BOS", "EOS", "MASK"],
+    )
+    return REMI(mt)
+
+
+def train_tokenizer(cfg: TokenizerConfig, midi_paths: list[Path], out: Path):
+    """Build the base vocabulary, train BPE to exactly ``cfg.vocab_size``, save atomically."""
+    tok = build_tokenizer(cfg)
+    base = len(tok)
+    if base >= cfg.vocab_size:
+        raise ValueError(
+            f"tokenizer.vocab_size={cfg.vocab_size} is not above the base vocabulary ({base}): "
+            "BPE would not train; lower num_velocities/num_tempos or raise vocab_size"
+        )
+    if not midi_paths:
+        raise ValueError("no training pieces to train the tokenizer on")
+    log.info("training BPE: base vocabulary %d -> %d on %d pieces", base, cfg.vocab_size, len(midi_paths))
+    tok.train(vocab_size=cfg.vocab_size, model="BPE", files_paths=[Path(p) for p in midi_paths])
+    if len(tok) != cfg.vocab_size:
+        raise RuntimeError(f"BPE produced {len(tok)} tokens, expected {cfg.vocab_size}")
+    with atomic_path(out) as tmp:
+        tok.save(tmp)
+    return tok
+
+
+def load_tokenizer(path: str | Path):
+    from miditok import REMI
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: tokenizer not found; create it with: bash 01_prepare_data.sh")
+    return REMI(params=path)
+
+
+def tokenizer_hash(path: str | Path) -> str:
+    """Identity of a trained tokenizer; checkpoints carry it and refuse a mismatch."""
+    return sha256_file(path)[:16]
+
+
+class TokenCodec:
+    """BPE ids <-> base ids, and per-token facts the models need (bar starts, pitches)."""
+
+    def __init__(self, tokenizer):
+        self.tok = tokenizer
+        # miditok keeps the trained Hugging Face model and its byte tables private; we mirror
+        # its own decode_token_ids/encode_token_ids with them (checked against miditok in tests).
+        model, learned = tokenizer._model, tokenizer._vocab_learned_bytes_to_tokens
+        base_vocab = tokenizer.vocab  # base token string -> base id
+        self.bpe_to_base: list[np.ndarray] = [
+            np.array([base_vocab[t] for t in learned[model.id_to_token(i)]], dtype=np.int64)
+            for i in range(len(tokenizer))
+        ]
+        self.bar_base_id = base_vocab["Bar_None"]
+        self.base_pitch: dict[int, int] = {
+            i: int(t.split("_")[1]) for t, i in base_vocab.items() if t.startswith("Pitch_")
+        }
+        self.pitch_to_base = {p: i for i, p in self.base_pitch.items()}
+        # BPE never merges across bars, so a token holds at most one Bar, at its start.
+        self.starts_bar = np.array([self.bar_base_id in b for b in self.bpe_to_base])
+
+    def to_base(self, ids: np.ndarray) -> np.ndarray:
+        return np.concatenate([self.bpe_to_base[i] for i in ids]) if len(ids) else np.zeros(0, np.int64)
+
+    def encode_base(self, base_ids: np.ndarray) -> np.ndarray:
+        """Base ids -> BPE ids, split per bar exactly as miditok encodes."""
+        byte_of = self.tok._vocab_base_id_to_byte
+        cuts = np.flatnonzero(base_ids == self.bar_base_id)
+        chunks = np.split(base_ids, cuts[cuts > 0])
+        pretok = ["".join(byte_of[int(i)] for i in c) for c in chunks if len(c)]
+        return np.array(self.tok._model.encode(pretok, is_pretokenized=True).ids, dtype=np.int64)
+
+    def transpose(self, ids: np.ndarray, semitones: int) -> np.ndarray | None:
+        """Shift every pitched (non-drum) note; None if a note would leave the vocabulary."""
+        if semitones == 0:
+            return ids
+        table = np.arange(max(self.tok.vocab.values()) + 1)
+        for base_id, pitch in self.base_pitch.items():
+            table[base_id] = self.pitch_to_base.get(pitch + semitones, -1)
+        base = table[self.to_base(ids)]
+        return None if (base < 0).any() else self.encode_base(base)
