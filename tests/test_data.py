@@ -146,9 +146,23 @@ def test_folder_source_end_to_end_lists_rejects(tmp_path):
         make_midi(d / f"song{i}.mid", 100.0 + i, 4, 4, [60 + (i + k) % 12 for k in range(40)])
     (d / "broken.mid").write_bytes(b"\x00" * 100)
     out = tmp_path / "processed"
-    rc = prepare_main(["--config", "config/data_tiny.yaml", "--no_music21", "--midi_dir", str(d), "--style", "POP",
-                       "--set", f"raw_dir={tmp_path / 'raw'}", "--set", f"processed_dir={out}",
-                       "--set", "tokenizer.vocab_size=480"])
+    rc = prepare_main(
+        [
+            "--config",
+            "config/data_tiny.yaml",
+            "--no_music21",
+            "--midi_dir",
+            str(d),
+            "--style",
+            "POP",
+            "--set",
+            f"raw_dir={tmp_path / 'raw'}",
+            "--set",
+            f"processed_dir={out}",
+            "--set",
+            "tokenizer.vocab_size=480",
+        ]
+    )
     assert rc == 0
     rejected = read_jsonl(out / "rejected.jsonl")
     assert [Path(r["path"]).name for r in rejected] == ["broken.mid"]
@@ -158,9 +172,24 @@ def test_folder_source_end_to_end_lists_rejects(tmp_path):
 def test_bad_cli_input_exits_2(tmp_path):
     assert prepare_main(["--config", "config/data_tiny.yaml", "--set", "labels.phrase_bars=0"]) == 2
     make_midi(tmp_path / "a.mid", 100.0, 4, 4, list(range(60, 80)))
-    assert prepare_main(["--config", "config/data_tiny.yaml", "--set", "tokenizer.vocab_size=400",
-                         "--set", f"processed_dir={tmp_path}", "--no_music21",
-                         "--midi_dir", str(tmp_path), "--style", "POP"]) == 2
+    assert (
+        prepare_main(
+            [
+                "--config",
+                "config/data_tiny.yaml",
+                "--set",
+                "tokenizer.vocab_size=400",
+                "--set",
+                f"processed_dir={tmp_path}",
+                "--no_music21",
+                "--midi_dir",
+                str(tmp_path),
+                "--style",
+                "POP",
+            ]
+        )
+        == 2
+    )
     assert prepare_main(["--midi_dir", str(tmp_path), "--style", "ROCK", "--no_music21"]) == 2
 
 

@@ -113,6 +113,10 @@ class TokenDataset(Dataset):
         return len(self.rows)
 
     def ids(self, i: int) -> np.ndarray:
+        return self.ids_and_shift(i)[0]
+
+    def ids_and_shift(self, i: int) -> tuple[np.ndarray, int]:
+        """The piece's BPE ids, transposed by a random shift (seeded by seed, epoch, i)."""
         row = self.rows[i]
         ids = np.asarray(self.store[self.store.row_to_item[row["row"]]], dtype=np.int64)
         if self.transpose:
@@ -120,8 +124,8 @@ class TokenDataset(Dataset):
             for shift in rng.permutation(np.arange(-self.transpose, self.transpose + 1)):
                 shifted = self.codec.transpose(ids, int(shift))
                 if shifted is not None:  # a shift that pushes a note out of range is skipped
-                    return shifted
-        return ids
+                    return shifted, int(shift)
+        return ids, 0
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return {"ids": torch.from_numpy(self.ids(i)), "row": self.rows[i]}

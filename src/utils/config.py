@@ -61,10 +61,7 @@ def _coerce(value: Any, tp: Any, key: str, src: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{src}: '{key}' must be a mapping, got {value!r}")
         k_tp, v_tp = args or (Any, Any)
-        return {
-            _coerce(k, k_tp, f"{key}.{k}", src): _coerce(v, v_tp, f"{key}.{k}", src)
-            for k, v in value.items()
-        }
+        return {_coerce(k, k_tp, f"{key}.{k}", src): _coerce(v, v_tp, f"{key}.{k}", src) for k, v in value.items()}
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{src}: '{key}' must be a list, got {value!r}")

@@ -1,0 +1,1 @@
+"""Learned models: the symbolic planner, the mel-diffusion renderer, the DPO trainer."""

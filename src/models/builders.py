@@ -1,0 +1,40 @@
+"""Config -> objects, in one place: models from configs or checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from src.data.tokenizer import TokenCodec, load_tokenizer, tokenizer_hash
+from src.models.symbolic_planner import PlannerConfig, SymbolicPlanner
+from src.training.checkpoint import load_checkpoint
+
+
+def resolve_planner_config(cfg: PlannerConfig, codec: TokenCodec) -> PlannerConfig:
+    """Fill what the tokenizer decides: vocabulary size and the bar-starting token ids."""
+    vocab = len(codec.bpe_to_base)
+    if cfg.vocab_size not in (0, vocab):
+        raise ValueError(f"model.vocab_size={cfg.vocab_size} but the tokenizer has {vocab} tokens (use 0 = auto)")
+    return dataclasses.replace(cfg, vocab_size=vocab, bar_token_ids=np.flatnonzero(codec.starts_bar).tolist())
+
+
+def build_planner(cfg: PlannerConfig) -> SymbolicPlanner:
+    return SymbolicPlanner(cfg)
+
+
+def load_planner(path: str | Path, data_dir: str | Path | None = None) -> tuple[SymbolicPlanner, dict]:
+    """Rebuild the planner from a checkpoint alone (its stored config); eval mode.
+
+    With ``data_dir``, the checkpoint must match that directory's tokenizer.
+    """
+    expect = tokenizer_hash(Path(data_dir) / "tokenizer.json") if data_dir is not None else None
+    state = load_checkpoint(path, expect, made_by="python 02_train_symbolic.py")
+    model = SymbolicPlanner(PlannerConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model.eval(), state
+
+
+def load_codec(data_dir: str | Path) -> TokenCodec:
+    return TokenCodec(load_tokenizer(Path(data_dir) / "tokenizer.json"))

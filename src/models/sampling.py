@@ -1,0 +1,169 @@
+"""Sampling from the planner: KV cache, temperature / top-k / top-p, classifier-free guidance,
+a REMI+ grammar mask (every sampled sequence decodes to valid MIDI), an explicit
+``torch.Generator``, and a sliding window past the model's context that keeps the conditions
+(the plan is re-sliced from the window's first bar)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from src.data.planner_dataset import BOS, EOS, PAD
+from src.data.tokenizer import TokenCodec
+from src.models.conditions import null_conditions
+from src.models.symbolic_planner import SymbolicPlanner
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    guidance: float = 1.0  # classifier-free guidance scale; 1 = off
+    use_cache: bool = True
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+
+
+class Grammar:
+    """Which BPE token may follow which, from miditok's REMI+ token-type graph.
+
+    A BPE token is a run of base tokens; it may follow token ``a`` when its first base type
+    may follow ``a``'s last base type. BOS is followed by a Bar; EOS may come where a Bar may.
+    """
+
+    def __init__(self, codec: TokenCodec):
+        tok = codec.tok
+        graph = tok._create_token_types_graph()
+        base_types = {i: t.split("_")[0] for t, i in tok.vocab.items()}
+        V = len(codec.bpe_to_base)
+        first = [base_types[int(b[0])] if len(b) else "" for b in codec.bpe_to_base]
+        last = [base_types[int(b[-1])] if len(b) else "" for b in codec.bpe_to_base]
+        types = sorted(set(graph) | {"BOS"})
+        allowed = {t: np.array([f in graph.get(t, ()) for f in first]) for t in types}
+        allowed["BOS"] = np.array([f == "Bar" for f in first])
+        for t in types:
+            allowed[t][EOS] = "Bar" in graph.get(t, ()) and t != "BOS"
+        self.table = torch.zeros(V, V, dtype=torch.bool)  # [previous token, next token]
+        for i in range(V):
+            kind = "BOS" if i == BOS else last[i]
+            if kind in allowed:
+                self.table[i] = torch.from_numpy(allowed[kind])
+        self.table[:, PAD] = False
+        self.table[:, BOS] = False
+        self.table[:, 3] = False  # MASK
+
+    def mask(self, prev: torch.Tensor) -> torch.Tensor:
+        """(B,) previous ids -> (B, V) allowed next tokens."""
+        return self.table.to(prev.device)[prev]
+
+
+def filter_logits(logits: torch.Tensor, cfg: SamplingConfig, allowed: torch.Tensor | None) -> torch.Tensor:
+    """(B, V) -> (B, V) with temperature, grammar, top-k and top-p applied (-inf = excluded)."""
+    logits = logits.float() / cfg.temperature
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed, float("-inf"))
+    if cfg.top_k:
+        kth = torch.topk(logits, min(cfg.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if cfg.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        remove = cum - sorted_logits.softmax(-1) > cfg.top_p  # keep the token that crosses top_p
+        logits = logits.masked_fill(remove.scatter(1, order, remove), float("-inf"))
+    return logits
+
+
+class PlannerStepper:
+    """Feeds tokens one at a time; returns next-token logits (with CFG). Cached or not."""
+
+    def __init__(self, model: SymbolicPlanner, cond_fn: Callable[[int], dict], cfg: SamplingConfig):
+        self.model, self.cond_fn, self.cfg = model, cond_fn, cfg
+        self.cfg_scale = cfg.guidance
+        self.window: torch.Tensor | None = None  # (B, t) tokens in the current window
+        self.bar0 = 0  # song bar of the window's first bar
+
+    def _prime(self, window: torch.Tensor, bar0: int) -> torch.Tensor:
+        cond = self.cond_fn(bar0)
+        if self.cfg_scale != 1.0:
+            null = null_conditions(cond, self.model.cfg)
+            cond = {k: torch.cat([cond[k], null[k]]) for k in cond}
+        self.memory, self.mem_mask = self.model.encode(cond)
+        self.window, self.bar0 = window, bar0
+        self.cache = [{} for _ in self.model.decoder] if self.cfg.use_cache else None
+        return self._run(window, 0)
+
+    def _run(self, idx: torch.Tensor, start: int) -> torch.Tensor:
+        full = self.window
+        if self.cfg_scale != 1.0:
+            idx, full = torch.cat([idx, idx]), torch.cat([full, full])
+        bars = self.model.bar_numbers(full)[:, start : start + idx.shape[1]]
+        logits = self.model.decode(idx, self.memory, self.mem_mask, bars, start_pos=start, cache=self.cache)[:, -1]
+        if self.cfg_scale != 1.0:
+            cond, uncond = logits.chunk(2)
+            logits = uncond + self.cfg_scale * (cond - uncond)
+        return logits
+
+    @torch.no_grad()
+    def start(self, prompt: torch.Tensor) -> torch.Tensor:
+        return self._prime(prompt, 0)
+
+    @torch.no_grad()
+    def step(self, token: torch.Tensor) -> torch.Tensor:
+        """Append (B,) tokens; slide the window by half when the context is full."""
+        window = torch.cat([self.window, token[:, None]], 1)
+        T = self.model.cfg.block_size
+        if window.shape[1] > T:
+            starts = self.model.starts_bar[window[0]].nonzero().flatten().tolist()
+            cut = next((s for s in starts if s >= window.shape[1] - T // 2), window.shape[1] - T // 2)
+            dropped_bars = int(self.model.starts_bar[window[0, :cut]].sum())
+            return self._prime(window[:, cut:], self.bar0 + dropped_bars)
+        self.window = window
+        if self.cache is None:
+            return self._prime(window, self.bar0)
+        return self._run(token[:, None], window.shape[1] - 1)
+
+
+@torch.no_grad()
+def generate(
+    model: SymbolicPlanner,
+    cond_fn: Callable[[int], dict],
+    prompt: torch.Tensor,
+    max_new_tokens: int,
+    cfg: SamplingConfig,
+    generator: torch.Generator,
+    grammar: Grammar | None = None,
+    stop_at_eos: bool = True,
+) -> torch.Tensor:
+    """Sample up to ``max_new_tokens`` after ``prompt`` (B, T0); returns (B, T0 + n)."""
+    was_training = model.training
+    model.eval()
+    stepper = PlannerStepper(model, cond_fn, cfg)
+    logits = stepper.start(prompt)
+    out = [prompt]
+    done = torch.zeros(prompt.shape[0], dtype=torch.bool, device=prompt.device)
+    prev = prompt[:, -1]
+    for _ in range(max_new_tokens):
+        allowed = grammar.mask(prev) if grammar is not None else None
+        probs = filter_logits(logits, cfg, allowed).softmax(-1)
+        nxt = (
+            torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(prompt.device)
+        )  # CPU generator: same draws on any device
+        nxt = torch.where(done, torch.full_like(nxt, PAD), nxt)
+        out.append(nxt[:, None])
+        done |= nxt == EOS
+        if stop_at_eos and bool(done.all()):
+            break
+        prev = nxt
+        logits = stepper.step(nxt)
+    model.train(was_training)
+    return torch.cat(out, 1)

@@ -1,0 +1,233 @@
+"""Hierarchical symbolic planner: a structure encoder over the conditions and a per-bar plan,
+and a causal detail decoder over REMI+ tokens that cross-attends to the encoder's memory.
+
+Encoder input (bidirectional; it never sees a token, so the decoder cannot see the future
+through it):  [prompt memory x M | style | emotion | tempo bin | key | time sig | instruments |
+               plan bar 0 .. plan bar P-1]   (P = max_bars, padded bars masked)
+Decoder input: token + position + "bar number" embeddings; the bar number of position t counts
+the bar-starting tokens up to t (causal), and shares its table with the plan's bars so the
+decoder can find its bar in the plan.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+STYLES = ("POP", "CLASSICAL", "JAZZ", "FOLK", "ELECTRONIC", "AMBIENT")
+EMOTIONS = ("HAPPY", "SAD", "TENSE", "PEACEFUL")
+TIME_SIGNATURES = ("4/4", "3/4", "2/4", "6/8", "12/8", "3/8", "5/4", "6/4", "1/4")
+COND_FIELDS = ("text", "style", "emotion", "tempo", "key", "timesig", "programs", "plan")
+
+
+@dataclass
+class PlannerConfig:
+    vocab_size: int = 512
+    d_model: int = 192
+    n_heads: int = 4
+    n_enc_layers: int = 2
+    n_dec_layers: int = 4
+    ff_mult: int = 4
+    dropout: float = 0.1
+    block_size: int = 256  # decoder context (tokens)
+    max_bars: int = 64  # plan length the encoder sees (bars from the window's first bar)
+    text_dim: int = 384  # sentence-embedding size (all-MiniLM-L6-v2)
+    n_text_memory: int = 4  # prompt -> this many memory vectors
+    n_tempo_bins: int = 32
+    n_section_labels: int = 8
+    max_section_index: int = 64
+    n_programs: int = 129  # GM 0..127 + drums
+    bar_token_ids: list[int] = field(default_factory=list)  # BPE ids that start a bar
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+
+
+def tempo_bin(qpm: float, n_bins: int) -> int:
+    """Log-spaced tempo bins over 30..300 BPM."""
+    x = (math.log(min(max(qpm, 30.0), 300.0)) - math.log(30.0)) / (math.log(300.0) - math.log(30.0))
+    return min(n_bins - 1, int(x * n_bins))
+
+
+class Attention(nn.Module):
+    """Multi-head attention (self or cross) with an optional KV cache for self-attention."""
+
+    def __init__(self, d: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads, self.dropout = n_heads, dropout
+        self.q = nn.Linear(d, d)
+        self.kv = nn.Linear(d, 2 * d)
+        self.out = nn.Linear(d, d)
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, D) -> (B, H, T, D/H)
+        B, T, D = x.shape
+        return x.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2)
+
+    def forward(self, x, kv_src=None, mask=None, causal=False, cache=None) -> torch.Tensor:
+        q = self.split(self.q(x))
+        if cache is not None and "k" in cache and kv_src is not None:  # cross-attn: memory fixed
+            k, v = cache["k"], cache["v"]
+        else:
+            k, v = self.kv(x if kv_src is None else kv_src).chunk(2, dim=-1)
+            k, v = self.split(k), self.split(v)
+            if cache is not None:
+                if kv_src is None and "k" in cache:  # self-attn: append the new positions
+                    k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
+                cache["k"], cache["v"] = k, v
+        if causal and q.shape[2] > 1:
+            Tq, Tk = q.shape[2], k.shape[2]
+            mask = torch.ones(Tq, Tk, dtype=torch.bool, device=x.device).tril(Tk - Tq)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(x.shape))
+
+
+class Block(nn.Module):
+    """Pre-norm Transformer block: self-attention, optional cross-attention, MLP."""
+
+    def __init__(self, cfg: PlannerConfig, cross: bool):
+        super().__init__()
+        d = cfg.d_model
+        self.ln1, self.attn = nn.LayerNorm(d), Attention(d, cfg.n_heads, cfg.dropout)
+        self.cross = Attention(d, cfg.n_heads, cfg.dropout) if cross else None
+        self.ln2 = nn.LayerNorm(d) if cross else None
+        self.ln3 = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, cfg.ff_mult * d), nn.GELU(), nn.Linear(cfg.ff_mult * d, d))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, memory=None, mem_mask=None, self_mask=None, causal=False, cache=None):
+        x = x + self.drop(
+            self.attn(
+                self.ln1(x),
+                mask=self_mask,
+                causal=causal,
+                cache=None if cache is None else cache.setdefault("self", {}),
+            )
+        )
+        if self.cross is not None:
+            x = x + self.drop(
+                self.cross(
+                    self.ln2(x),
+                    kv_src=memory,
+                    mask=mem_mask,
+                    cache=None if cache is None else cache.setdefault("cross", {}),
+                )
+            )
+        return x + self.drop(self.mlp(self.ln3(x)))
+
+
+class SymbolicPlanner(nn.Module):
+    def __init__(self, cfg: PlannerConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        # condition embeddings; the last index of each table is "unknown / dropped"
+        self.text_proj = nn.Linear(cfg.text_dim, cfg.n_text_memory * d)
+        self.text_null = nn.Parameter(torch.zeros(cfg.n_text_memory, d))
+        self.style = nn.Embedding(len(STYLES) + 1, d)
+        self.emotion = nn.Embedding(len(EMOTIONS) + 1, d)
+        self.tempo = nn.Embedding(cfg.n_tempo_bins + 1, d)
+        self.key = nn.Embedding(24 + 1, d)
+        self.timesig = nn.Embedding(len(TIME_SIGNATURES) + 1, d)
+        self.programs = nn.Linear(cfg.n_programs, d)
+        self.programs_null = nn.Parameter(torch.zeros(d))
+        self.section = nn.Embedding(cfg.n_section_labels + 1, d)
+        self.section_index = nn.Embedding(cfg.max_section_index, d)
+        self.bar_pos = nn.Embedding(cfg.max_bars, d)  # shared by plan bars and decoder bar numbers
+        self.n_fixed = cfg.n_text_memory + 6
+        self.cond_type = nn.Embedding(self.n_fixed + 1, d)  # which slot (last: plan bars)
+        self.encoder = nn.ModuleList(Block(cfg, cross=False) for _ in range(cfg.n_enc_layers))
+        self.ln_enc = nn.LayerNorm(d)
+        # decoder
+        self.tok = nn.Embedding(cfg.vocab_size, d)
+        self.pos = nn.Embedding(cfg.block_size, d)
+        self.decoder = nn.ModuleList(Block(cfg, cross=True) for _ in range(cfg.n_dec_layers))
+        self.ln_f = nn.LayerNorm(d)
+        self.head = nn.Linear(d, cfg.vocab_size, bias=False)
+        self.head.weight = self.tok.weight  # weight tying
+        starts = torch.zeros(cfg.vocab_size, dtype=torch.long)
+        starts[cfg.bar_token_ids] = 1
+        self.register_buffer("starts_bar", starts, persistent=False)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # ------------------------------------------------------------------ encoder
+    def encode(self, cond: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Conditions -> (memory (B, S, D), key padding mask (B, S): True = attend).
+
+        cond: text (B, text_dim) float, text_mask (B,) bool (False = dropped), style, emotion,
+        tempo, key, timesig (B,) long, programs (B, 129) float, programs_mask (B,) bool,
+        plan_label, plan_index (B, P) long (label = n_section_labels marks pad/dropped),
+        plan_mask (B, P) bool (True = a bar of the piece).
+        """
+        B = cond["style"].shape[0]
+        M = self.cfg.n_text_memory
+        text = self.text_proj(cond["text"]).view(B, M, -1)
+        text = torch.where(cond["text_mask"][:, None, None], text, self.text_null.expand(B, M, -1))
+        progs = torch.where(cond["programs_mask"][:, None], self.programs(cond["programs"]), self.programs_null)
+        fixed = torch.cat(
+            [
+                text,
+                self.style(cond["style"])[:, None],
+                self.emotion(cond["emotion"])[:, None],
+                self.tempo(cond["tempo"])[:, None],
+                self.key(cond["key"])[:, None],
+                self.timesig(cond["timesig"])[:, None],
+                progs[:, None],
+            ],
+            1,
+        )  # (B, M + 6, D)
+        P = cond["plan_label"].shape[1]
+        plan = (
+            self.section(cond["plan_label"])
+            + self.section_index(cond["plan_index"].clamp(max=self.cfg.max_section_index - 1))
+            + self.bar_pos(torch.arange(P, device=fixed.device))
+        )
+        types = torch.cat(
+            [torch.arange(self.n_fixed, device=fixed.device), torch.full((P,), self.n_fixed, device=fixed.device)]
+        )
+        x = torch.cat([fixed, plan], 1) + self.cond_type(types)
+        keep = torch.cat([torch.ones(B, self.n_fixed, dtype=torch.bool, device=x.device), cond["plan_mask"]], 1)
+        attn_mask = keep[:, None, None, :]  # (B, 1, 1, S)
+        for blk in self.encoder:
+            x = blk(x, self_mask=attn_mask)
+        return self.ln_enc(x), attn_mask
+
+    # ------------------------------------------------------------------ decoder
+    def bar_numbers(self, idx: torch.Tensor, bar_offset: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) bar number of each position: bar-starting tokens so far - 1 (+ offset)."""
+        n = self.starts_bar[idx].cumsum(1) - 1
+        if bar_offset is not None:
+            n = n + bar_offset[:, None]
+        return n.clamp(0, self.cfg.max_bars - 1)
+
+    def decode(self, idx, memory, mem_mask, bars, start_pos: int = 0, cache: list | None = None):
+        """idx (B, T) -> logits (B, T, V). With ``cache``, idx holds only the new positions."""
+        T = idx.shape[1]
+        if start_pos + T > self.cfg.block_size:
+            raise ValueError(f"sequence of {start_pos + T} exceeds block_size {self.cfg.block_size}")
+        pos = torch.arange(start_pos, start_pos + T, device=idx.device)
+        x = self.tok(idx) + self.pos(pos) + self.bar_pos(bars)
+        for i, blk in enumerate(self.decoder):
+            x = blk(x, memory, mem_mask, causal=True, cache=None if cache is None else cache[i])
+        return self.head(self.ln_f(x))
+
+    def forward(self, idx: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        """idx (B, T) token ids -> logits (B, T, V)."""
+        memory, mem_mask = self.encode(cond)
+        return self.decode(idx, memory, mem_mask, self.bar_numbers(idx))
