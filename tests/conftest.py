@@ -65,3 +65,15 @@ def micro_planner_config(data_dir: str, out: Path, **train) -> SymbolicConfig:
     return SymbolicConfig(
         data_dir=data_dir, out_dir=str(out / "ckpt"), run_dir=str(out / "runs"), run_name="t", model=model, train=tc
     )
+
+
+@pytest.fixture(scope="session")
+def micro_checkpoint(micro_data, tmp_path_factory) -> Path:
+    """A micro planner trained for a few steps on the micro corpus (real weights, tiny)."""
+    from src.training.symbolic import train
+
+    dcfg, _ = micro_data
+    out = tmp_path_factory.mktemp("micro_ckpt")
+    cfg = micro_planner_config(dcfg.processed_dir, out, max_steps=30, eval_every=30, lr=3e-3)
+    train(cfg)
+    return Path(cfg.out_dir) / "best.pt"

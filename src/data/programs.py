@@ -50,3 +50,36 @@ def program_for_name(name: str | None, cfg: ProgramMapConfig, default: int | Non
 
 def program_name(program: int) -> str:
     return pretty_midi.program_to_instrument_name(program)
+
+
+# Words a user may write in a prompt -> GM program (128 = drum kit). Longer phrases first.
+PROMPT_INSTRUMENTS: dict[str, int] = {
+    "electric guitar": 27, "acoustic guitar": 24, "bass guitar": 33, "double bass": 43, "french horn": 60,
+    "string quartet": 40, "synth pad": 89, "synth bass": 38, "drum kit": 128,
+    "piano": 0, "keyboard": 0, "harpsichord": 6, "organ": 19, "accordion": 21, "harmonica": 22,
+    "guitar": 24, "bass": 32, "violin": 40, "fiddle": 40, "viola": 41, "cello": 42, "contrabass": 43,
+    "strings": 48, "string": 48, "harp": 46, "choir": 52, "voices": 52, "vocals": 52, "voice": 52,
+    "trumpet": 56, "trombone": 57, "tuba": 58, "horn": 60, "brass": 61, "saxophone": 65, "sax": 65,
+    "oboe": 68, "bassoon": 70, "clarinet": 71, "woodwinds": 71, "woodwind": 71, "piccolo": 72,
+    "flute": 73, "recorder": 74, "whistle": 78, "synth": 80, "synthesizer": 80, "lead": 80,
+    "pad": 89, "bagpipe": 109, "bagpipes": 109, "percussion": 128, "drums": 128, "drum": 128,
+}
+
+
+def instruments_in_prompt(prompt: str) -> list[tuple[str, int]]:
+    """Instrument words named in a prompt, in order, as (word, GM program); no duplicates."""
+    text = re.sub(r"[^a-z]+", " ", prompt.lower())
+    found: list[tuple[int, str, int]] = []
+    taken: list[tuple[int, int]] = []
+    for word, prog in PROMPT_INSTRUMENTS.items():  # longer phrases first: "bass guitar" before "bass"
+        for m in re.finditer(rf"\b{re.escape(word)}\b", text):
+            span = (m.start(), m.end())
+            if not any(a < span[1] and span[0] < b for a, b in taken):
+                taken.append(span)
+                found.append((m.start(), word, prog))
+    out, seen = [], set()
+    for _, word, prog in sorted(found):
+        if prog not in seen:
+            seen.add(prog)
+            out.append((word, prog))
+    return out

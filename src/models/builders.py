@@ -38,3 +38,16 @@ def load_planner(path: str | Path, data_dir: str | Path | None = None) -> tuple[
 
 def load_codec(data_dir: str | Path) -> TokenCodec:
     return TokenCodec(load_tokenizer(Path(data_dir) / "tokenizer.json"))
+
+
+def codec_from_checkpoint(state: dict) -> TokenCodec:
+    """The tokenizer a checkpoint was trained with (it carries the tokenizer's JSON)."""
+    import tempfile
+
+    text = state["tokenizer_json"]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "tokenizer.json"
+        path.write_text(text, encoding="utf-8")
+        if tokenizer_hash(path) != state["tokenizer_hash"]:
+            raise ValueError(f"checkpoint's tokenizer JSON does not match its hash {state['tokenizer_hash']}")
+        return TokenCodec(load_tokenizer(path))

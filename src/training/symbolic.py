@@ -249,9 +249,12 @@ def train(cfg: SymbolicConfig, info: DistInfo | None = None, stop_after: int | N
                     "drop_gen": gathered_gen,
                     "config": dataclasses.asdict(cfg),
                     "data_dir": str(data_dir),
+                    "tokenizer_json": (data_dir / "tokenizer.json").read_text(encoding="utf-8"),
+                    "data_stats": stats,
                 },
             )
 
+    stats = data_stats(train_ds)
     it = batches()
     model.train()
     t_log, tokens_since, val = time.time(), 0, float("nan")
@@ -322,6 +325,22 @@ def train(cfg: SymbolicConfig, info: DistInfo | None = None, stop_after: int | N
     if writer is not None:
         writer.close()
     return {"step": step, "val_loss": val, "best_val": best_val, "params": raw_model.num_params(), "model": raw_model}
+
+
+def data_stats(ds: PlannerDataset) -> dict[str, Any]:
+    """What the model saw in training: styles, programs, and each style's commonest instruments."""
+    from collections import Counter
+
+    rows = ds.pieces.rows
+    by_style: dict[str, Counter] = {}
+    for r in rows:
+        by_style.setdefault(r["style"] or "UNLABELLED", Counter())[tuple(r["programs"])] += 1
+    return {
+        "styles": dict(Counter(r["style"] or "UNLABELLED" for r in rows)),
+        "programs": sorted({p for r in rows for p in r["programs"]}),
+        "style_programs": {s: list(c.most_common(1)[0][0]) for s, c in by_style.items()},
+        "time_signatures": dict(Counter(r["time_signature"] for r in rows)),
+    }
 
 
 def val_losses(ckpt: str | Path, data_dir: str | Path, windows: int = 2, device: str = "cpu") -> dict[str, float]:

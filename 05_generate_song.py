@@ -1,0 +1,128 @@
+#!/usr/bin/env python
+"""Stage 5: a whole song from a prompt, with exact controls, as MIDI, WAV, JSON and a picture.
+
+    python 05_generate_song.py --prompt "a calm folk tune for violin" --style folk --emotion peaceful \
+        --tempo 96 --form "a,a,b,b" --bars_per_section 8 --seed 1 --output_name demo
+
+Uses checkpoints/aligned/<preset>/best.pt when it exists, else checkpoints/symbolic/<preset>/best.pt,
+unless --symbolic_ckpt is given. Audio comes from FluidSynth with a General MIDI soundfont.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from src.generation.song import GenerationConfig, SongRequest
+from src.models.sampling import SamplingConfig
+from src.models.symbolic_planner import EMOTIONS, STYLES
+from src.utils.config import ConfigError, load_config
+from src.utils.logging import setup_logging
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--prompt", default="")
+    p.add_argument("--style", default="CLASSICAL", help=" | ".join(STYLES))
+    p.add_argument("--emotion", default="HAPPY", help=" | ".join(EMOTIONS))
+    p.add_argument("--tempo", type=float, default=None, help="BPM, 30-300 (default: by emotion)")
+    p.add_argument("--bars_per_section", type=int, default=8)
+    p.add_argument("--form", default="", help="e.g. intro:4,verse,chorus,verse,chorus,outro:4 (default: by style)")
+    p.add_argument("--key", default="", help="e.g. 'D minor', 'Bb' (default: the model's choice)")
+    p.add_argument("--output_name", default="song")
+    p.add_argument("--output_dir", default=None)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top_p", type=float, default=0.95)
+    p.add_argument("--top_k", type=int, default=0)
+    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num_samples", type=int, default=1)
+    p.add_argument("--symbolic_ckpt", default=None)
+    p.add_argument("--renderer_ckpt", default=None)
+    p.add_argument("--skip_neural_render", action="store_true")
+    p.add_argument("--preset", default=None, help="tiny | small | full (default: from the config)")
+    p.add_argument("--config", default="config/generation.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return p.parse_args(argv)
+
+
+def validate(a: argparse.Namespace, cfg: GenerationConfig) -> tuple[SongRequest, Path]:
+    """Every check before anything is written; a ValueError names the flag."""
+    from src.generation.song import parse_form, parse_key
+
+    a.style, a.emotion = a.style.upper(), a.emotion.upper()
+    if a.style not in STYLES:
+        raise ValueError(f"--style: unknown style {a.style!r} (choose {', '.join(STYLES)})")
+    if a.emotion not in EMOTIONS:
+        raise ValueError(f"--emotion: unknown emotion {a.emotion!r} (choose {', '.join(EMOTIONS)})")
+    tempo = a.tempo if a.tempo is not None else cfg.default_tempo.get(a.emotion, 100.0)
+    if not 30 <= tempo <= 300:
+        raise ValueError(f"--tempo: {tempo} is outside 30-300 BPM")
+    if not 1 <= a.bars_per_section <= 64:
+        raise ValueError(f"--bars_per_section: {a.bars_per_section} is outside 1-64")
+    if a.num_samples < 1:
+        raise ValueError(f"--num_samples: must be >= 1, got {a.num_samples}")
+    try:
+        sampling = SamplingConfig(temperature=a.temperature, top_p=a.top_p, top_k=a.top_k, guidance=a.guidance)
+    except ValueError as e:
+        raise ValueError(f"--{e}") from None  # the message starts with the field's name
+    form = a.form or cfg.default_forms.get(a.style, "a,b,a")
+    parse_form(form, a.bars_per_section)
+    if a.key:
+        parse_key(a.key)
+    if not a.output_name or "/" in a.output_name or a.output_name.startswith("."):
+        raise ValueError(f"--output_name: {a.output_name!r} must be a plain file name")
+    out = Path(a.output_dir or cfg.output_dir)
+    probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise ValueError(f"--output_dir: {out} is not writable")
+    req = SongRequest(
+        prompt=a.prompt,
+        style=a.style,
+        emotion=a.emotion,
+        tempo=float(tempo),
+        form=form,
+        bars_per_section=a.bars_per_section,
+        key=a.key,
+        seed=a.seed,
+        sampling=sampling,
+    )
+    return req, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+    try:
+        overrides = args.overrides + ([f"preset={args.preset}"] if args.preset else [])
+        cfg = load_config(GenerationConfig, args.config, overrides)
+        req, out_dir = validate(args, cfg)
+    except (ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from src.generation.run import run_generation
+
+    try:
+        paths = run_generation(
+            req,
+            cfg,
+            out_dir,
+            args.output_name,
+            args.num_samples,
+            args.symbolic_ckpt,
+            args.renderer_ckpt,
+            args.skip_neural_render,
+        )
+    except (FileNotFoundError, RuntimeError, ValueError) as e:
+        logging.getLogger("05_generate_song").error("%s", e)
+        return 1
+    for p in paths:
+        print(p)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

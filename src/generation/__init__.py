@@ -1,0 +1,1 @@
+"""Stage 5: whole songs from a prompt, with exact controls."""

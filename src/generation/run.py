@@ -1,0 +1,124 @@
+"""Stage 5 orchestration: pick the checkpoint, generate, render, write every artefact."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from src.data.render import find_soundfont, render_midi
+from src.generation.outputs import write_json, write_midi, write_picture, write_wav
+from src.generation.song import GenerationConfig, SongGenerator, SongRequest, parse_form
+from src.models.builders import codec_from_checkpoint
+from src.models.symbolic_planner import PlannerConfig, SymbolicPlanner
+from src.training.checkpoint import load_checkpoint
+from src.utils.io import sha256_file
+
+log = logging.getLogger("generate")
+
+
+def select_checkpoint(cfg: GenerationConfig, explicit: str | None) -> Path:
+    """The given path, else the aligned checkpoint when it exists, else the supervised one."""
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise FileNotFoundError(f"--symbolic_ckpt {path} not found")
+        return path
+    candidates = [Path(c.format(preset=cfg.preset)) for c in cfg.checkpoints]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise FileNotFoundError(
+        f"no planner checkpoint ({', '.join(map(str, candidates))}); train one with: "
+        f"python 02_train_symbolic.py --config config/symbolic_{cfg.preset}.yaml"
+    )
+
+
+def run_generation(
+    req: SongRequest,
+    cfg: GenerationConfig,
+    out_dir: Path,
+    name: str,
+    num_samples: int,
+    symbolic_ckpt: str | None,
+    renderer_ckpt: str | None,
+    skip_neural_render: bool,
+) -> list[Path]:
+    ckpt = select_checkpoint(cfg, symbolic_ckpt)
+    state = load_checkpoint(ckpt)
+    kind = "aligned" if state.get("kind") == "aligned_planner" else "supervised"
+    log.info("planner checkpoint: %s (%s, step %d)", ckpt, kind, state["step"])
+    renderer_path = Path(renderer_ckpt or cfg.renderer_checkpoint.format(preset=cfg.preset))
+    if renderer_ckpt and not skip_neural_render:
+        raise RuntimeError(
+            f"--renderer_ckpt {renderer_ckpt}: the neural renderer (stage 3) is not part of this "
+            "version yet; use --skip_neural_render for FluidSynth audio"
+        )
+    soundfont = find_soundfont(cfg.soundfont)
+    renderer = f"fluidsynth ({soundfont})"
+    why = "--skip_neural_render" if skip_neural_render else f"no neural renderer checkpoint at {renderer_path}"
+    log.info("audio: %s, because %s", renderer, why)
+
+    model = SymbolicPlanner(PlannerConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    model.eval()
+    codec = codec_from_checkpoint(state)
+    generator = SongGenerator(model, codec, state["data_stats"], cfg.controls)
+    text = None
+    if req.prompt:
+        from src.models.text_encoder import embed_texts
+
+        text = embed_texts([req.prompt])[0]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    ckpt_info = {
+        "path": str(ckpt),
+        "sha256": sha256_file(ckpt)[:16],
+        "kind": kind,
+        "step": state["step"],
+        "tokenizer_hash": state["tokenizer_hash"],
+    }
+    for i in range(num_samples):
+        r = dataclasses.replace(req, seed=req.seed + i)
+        stem = name if num_samples == 1 else f"{name}_{i + 1}"
+        sections = parse_form(r.form, r.bars_per_section)
+        song = generator.generate(r, text, sections)
+        for note in song.notes:
+            log.warning("%s: %s", stem, note)
+        midi, wav, meta, png = (out_dir / f"{stem}.{ext}" for ext in ("mid", "wav", "json", "png"))
+        write_midi(song.score, midi)
+        audio = render_midi(midi, cfg.sample_rate, soundfont, song.facts["duration_s"] + 1.0)
+        write_wav(audio, cfg.sample_rate, wav)
+        settings = {**dataclasses.asdict(r), "sampling": dataclasses.asdict(r.sampling)}
+        write_json(
+            {
+                "name": stem,
+                "settings": settings,
+                "seed": r.seed,
+                "checkpoint": ckpt_info,
+                "renderer": renderer,
+                "renderer_reason": why,
+                "facts": song.facts,
+                "notes": song.notes,
+                "audio_seconds": round(len(audio) / cfg.sample_rate, 3),
+            },
+            meta,
+        )
+        write_picture(
+            song.score,
+            audio,
+            cfg.sample_rate,
+            sections,
+            png,
+            f"{stem}: {r.style.lower()}, {r.emotion.lower()}, {r.tempo:g} BPM, {song.facts['estimated_key']}",
+        )
+        log.info(
+            "%s: %d bars, %d notes, %s, %.1f s",
+            stem,
+            song.facts["bars"],
+            song.facts["notes"],
+            ", ".join(song.facts["instruments"]),
+            song.facts["duration_s"],
+        )
+        written += [midi, wav, meta, png]
+    return written

@@ -1,0 +1,213 @@
+"""Stage 5: CLI validation, checkpoint selection, determinism, exact controls, instruments."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from symusic import Score
+
+from src.data import features as F
+from src.data.labels import notes_array
+from src.generation.song import GenerationConfig, parse_form, parse_key
+from tests.conftest import ROOT
+
+
+def run05(args: list[str]) -> int:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen05", ROOT / "05_generate_song.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.main(args)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--tempo", "20"],
+        ["--tempo", "301"],
+        ["--bars_per_section", "0"],
+        ["--bars_per_section", "65"],
+        ["--temperature", "0"],
+        ["--top_p", "0"],
+        ["--top_p", "1.5"],
+        ["--style", "rock"],
+        ["--emotion", "angry"],
+        ["--form", "intro:4,,verse"],
+        ["--form", "verse:99"],
+        ["--key", "H major"],
+        ["--num_samples", "0"],
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, bad, capsys):
+    out = tmp_path / "out"
+    assert run05(["--output_dir", str(out), *bad]) == 2
+    assert not out.exists()
+    err = capsys.readouterr().err
+    assert err.startswith("error: --") and len(err.strip().splitlines()) == 1
+
+
+def test_unwritable_output_dir(tmp_path):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    assert run05(["--output_dir", str(blocker / "sub")]) == 2
+
+
+def test_form_and_key_parsing():
+    s = parse_form("intro:4,verse,chorus,verse,chorus,outro:4", 8)
+    assert [(x.name, x.bars, x.label, x.start_bar) for x in s][:4] == [
+        ("intro", 4, 0, 0),
+        ("verse", 8, 1, 4),
+        ("chorus", 8, 2, 12),
+        ("verse", 8, 1, 20),
+    ]
+    assert sum(x.bars for x in s) == 40
+    assert (
+        parse_key("F# minor") == (6, "minor") and parse_key("Bb") == (10, "major") and parse_key("ebm") == (3, "minor")
+    )
+
+
+def test_missing_checkpoint_names_the_command(tmp_path, caplog):
+    rc = run05(["--output_dir", str(tmp_path / "o"), "--set", f"checkpoints=[{tmp_path}/none.pt]"])
+    assert rc == 1
+    assert "python 02_train_symbolic.py --config config/symbolic_tiny.yaml" in caplog.text
+    assert not (tmp_path / "o").exists()
+
+
+def test_checkpoint_selection_prefers_aligned(tmp_path, micro_checkpoint):
+    from src.generation.run import select_checkpoint
+
+    sup = tmp_path / "symbolic/tiny/best.pt"
+    sup.parent.mkdir(parents=True)
+    shutil.copy(micro_checkpoint, sup)
+    cfg = GenerationConfig(
+        checkpoints=[str(tmp_path / "aligned/{preset}/best.pt"), str(tmp_path / "symbolic/{preset}/best.pt")]
+    )
+    assert select_checkpoint(cfg, None) == sup
+    aligned = tmp_path / "aligned/tiny/best.pt"
+    aligned.parent.mkdir(parents=True)
+    shutil.copy(micro_checkpoint, aligned)
+    assert select_checkpoint(cfg, None) == aligned
+    assert select_checkpoint(cfg, str(sup)) == sup
+    with pytest.raises(FileNotFoundError, match="--symbolic_ckpt"):
+        select_checkpoint(cfg, str(tmp_path / "nope.pt"))
+
+
+def generate(tmp_path: Path, ckpt: Path, name: str, *extra: str) -> dict:
+    args = [
+        "--symbolic_ckpt",
+        str(ckpt),
+        "--output_dir",
+        str(tmp_path),
+        "--output_name",
+        name,
+        "--skip_neural_render",
+        "--seed",
+        "3",
+        *extra,
+    ]
+    assert run05(args) == 0
+    return json.loads((tmp_path / f"{name}.json").read_text())
+
+
+def test_song_exact_controls_and_determinism(tmp_path, micro_checkpoint):
+    form = "intro:2,verse:3,chorus:4,verse:3,chorus:4,outro:2"
+    meta = generate(
+        tmp_path,
+        micro_checkpoint,
+        "a",
+        "--prompt",
+        "a lively tune for violin and cello",
+        "--style",
+        "folk",
+        "--emotion",
+        "happy",
+        "--tempo",
+        "137",
+        "--form",
+        form,
+        "--key",
+        "D major",
+    )
+    generate(
+        tmp_path,
+        micro_checkpoint,
+        "b",
+        "--prompt",
+        "a lively tune for violin and cello",
+        "--style",
+        "folk",
+        "--emotion",
+        "happy",
+        "--tempo",
+        "137",
+        "--form",
+        form,
+        "--key",
+        "D major",
+    )
+    assert (tmp_path / "a.mid").read_bytes() == (tmp_path / "b.mid").read_bytes()  # same seed -> same bytes
+    score = Score(str(tmp_path / "a.mid"))
+    assert [round(t.qpm, 3) for t in score.tempos] == [137.0]
+    facts = meta["facts"]
+    assert facts["bars"] == 18 and [s["bars"] for s in facts["sections"]] == [2, 3, 4, 3, 4, 2]
+    bar = score.ticks_per_quarter * 4
+    markers = [(m.time // bar, m.text) for m in score.markers]
+    assert markers == [
+        (0, "intro"),
+        (2, "verse"),
+        (5, "chorus"),
+        (9, "verse"),
+        (12, "chorus"),
+        (16, "outro"),
+        (18, "end"),
+    ]
+    assert max(n.time for t in score.tracks for n in t.notes) < 18 * bar  # nothing past the last bar
+    tonic, mode, _ = F.estimate_key(notes_array(score))
+    assert facts["estimated_key"] == F.key_name(tonic, mode)
+    if mode == "major":
+        assert (tonic, mode) == parse_key("D major")
+    assert set(facts["instruments"]) == {"Violin", "Cello"}
+    assert {t.program for t in score.tracks if len(t.notes)} == {40, 42}
+    for ext in ("wav", "png"):
+        assert (tmp_path / f"a.{ext}").stat().st_size > 1000
+    import soundfile as sf
+
+    audio, sr = sf.read(tmp_path / "a.wav")
+    assert len(audio) / sr >= facts["duration_s"] - 0.05  # no length cap
+    assert meta["renderer"].startswith("fluidsynth") and meta["checkpoint"]["kind"] == "supervised"
+
+
+def test_repeated_section_reuses_its_first_occurrence(micro_checkpoint):
+    from src.generation.song import SongControls, SongGenerator, SongRequest
+    from src.models.builders import codec_from_checkpoint, load_planner
+
+    model, state = load_planner(micro_checkpoint)
+    codec = codec_from_checkpoint(state)
+    g = SongGenerator(model, codec, state["data_stats"], SongControls(variation=0.0))
+    sections = parse_form("a:3,b:2,a:3", 4)
+    song = g.generate(SongRequest(style="FOLK", emotion="SAD", tempo=90.0, seed=1), None, sections)
+    ids = np.array(song.ids[1:])
+    bar_of = np.cumsum(codec.starts_bar[ids]) - 1
+    bars = [ids[bar_of == b].tolist() for b in range(8)]
+    assert bars[5:8] == bars[0:3]  # the second "a" is the first, bar for bar (no variation)
+
+
+def test_unseen_instruments_assigned_by_register(micro_checkpoint, tmp_path):
+    meta = generate(tmp_path, micro_checkpoint, "c", "--prompt", "trumpet, flute and tuba", "--form", "a:4")
+    assert set(meta["facts"]["instruments"]) == {"Trumpet", "Flute", "Tuba"}
+    assert any("by register" in n for n in meta["notes"])
+    score = Score(str(tmp_path / "c.mid"))
+    mean = {t.program: np.mean([n.pitch for n in t.notes]) for t in score.tracks}
+    assert mean[73] > mean[56] > mean[58]  # flute above trumpet above tuba
+
+
+def test_sampling_is_seeded(micro_checkpoint, tmp_path):
+    a = generate(tmp_path, micro_checkpoint, "s1", "--form", "a:4", "--seed", "1")
+    b = generate(tmp_path, micro_checkpoint, "s2", "--form", "a:4", "--seed", "2")
+    assert (tmp_path / "s1.mid").read_bytes() != (tmp_path / "s2.mid").read_bytes()
+    assert a["seed"] == 1 and b["seed"] == 2
