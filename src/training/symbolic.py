@@ -154,6 +154,23 @@ def train(cfg: SymbolicConfig, info: DistInfo | None = None, stop_after: int | N
     if not info.is_main:
         text_emb = caption_embeddings(data_dir)  # cached by rank 0 by now
     mcfg = resolve_planner_config(cfg.model, codec)
+    last = out_dir / "last.pt"
+    state = load_checkpoint(last, tok_hash) if last.is_file() else None
+    if state is not None and PlannerConfig(**state["model_config"]) != mcfg:
+        raise ValueError(f"{last}: model config differs from the config; delete it or use another out_dir")
+    if state is not None and state["step"] >= tc.max_steps and (out_dir / "best.pt").is_file():
+        if info.is_main:
+            log.info("up to date: %s is at step %d of %d (delete it to retrain)", last, state["step"], tc.max_steps)
+        model = build_planner(mcfg)
+        model.load_state_dict(state["model"])
+        return {
+            "step": state["step"],
+            "val_loss": state["val_loss"],
+            "best_val": state["best_val"],
+            "params": model.num_params(),
+            "model": model,
+            "up_to_date": True,
+        }
     model = build_planner(mcfg).to(dev)
     if info.is_main:
         log.info("planner: %.2fM parameters; device %s; world size %d", model.num_params() / 1e6, dev, info.world_size)
@@ -180,11 +197,7 @@ def train(cfg: SymbolicConfig, info: DistInfo | None = None, stop_after: int | N
     drop_gen = torch.Generator().manual_seed(tc.seed * 1000 + info.rank)
     step, epoch, batch_in_epoch, best_val = 0, 0, 0, math.inf
 
-    last = out_dir / "last.pt"
-    if last.is_file():
-        state = load_checkpoint(last, tok_hash)
-        if PlannerConfig(**state["model_config"]) != mcfg:
-            raise ValueError(f"{last}: model config differs from the config; delete it or use another out_dir")
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])

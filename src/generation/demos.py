@@ -1,0 +1,86 @@
+"""The pipeline's demo songs: one per emotion, in styles the trained checkpoint knows.
+
+    python -m src.generation.demos [--config config/generation.yaml] [--preset tiny] [--force]
+
+A demo whose JSON already records the current checkpoint (by hash) is up to date and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from src.generation.run import run_generation, select_checkpoint
+from src.generation.song import GenerationConfig, SongRequest
+from src.models.sampling import SamplingConfig
+from src.training.checkpoint import load_checkpoint
+from src.utils.config import add_config_args, load_config
+from src.utils.io import sha256_file
+from src.utils.logging import setup_logging
+
+log = logging.getLogger("demos")
+# emotion -> (styles in order of preference, prompt, tempo, form, key)
+DEMOS = {
+    "HAPPY": (
+        ("FOLK", "POP", "CLASSICAL"),
+        "a lively, joyful dance tune for fiddle",
+        126.0,
+        "a:8,a:8,b:8,b:8",
+        "G major",
+    ),
+    "SAD": (("CLASSICAL", "FOLK"), "a slow and sorrowful chorale for choir", 66.0, "a:8,b:8,a:8", "D minor"),
+    "TENSE": (
+        ("CLASSICAL", "FOLK"),
+        "a restless, dramatic piece for violin and choir",
+        132.0,
+        "a:8,b:8,b:8,a:8",
+        "E minor",
+    ),
+    "PEACEFUL": (("FOLK", "CLASSICAL"), "a gentle, calm air for flute", 84.0, "a:8,b:8,a:8", "F major"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_config_args(ap, "config/generation.yaml")
+    ap.add_argument("--preset", default=None)
+    ap.add_argument("--force", action="store_true")
+    args = ap.parse_args(argv)
+    setup_logging()
+    cfg = load_config(
+        GenerationConfig, args.config, args.overrides + ([f"preset={args.preset}"] if args.preset else [])
+    )
+    try:
+        ckpt = select_checkpoint(cfg, None)
+    except FileNotFoundError as e:
+        log.error("%s", e)
+        return 1
+    digest = sha256_file(ckpt)[:16]
+    known = load_checkpoint(ckpt)["data_stats"]["styles"]
+    out = Path(cfg.output_dir)
+    for i, (emotion, (styles, prompt, tempo, form, key)) in enumerate(DEMOS.items()):
+        style = next((s for s in styles if s in known), styles[0])
+        name = f"demo_{emotion.lower()}"
+        meta = out / f"{name}.json"
+        if not args.force and meta.is_file() and json.loads(meta.read_text())["checkpoint"]["sha256"] == digest:
+            log.info("%s: up to date", name)
+            continue
+        req = SongRequest(
+            prompt=prompt,
+            style=style,
+            emotion=emotion,
+            tempo=tempo,
+            form=form,
+            key=key,
+            seed=100 + i,
+            sampling=SamplingConfig(temperature=0.9, top_p=0.95),
+        )
+        run_generation(req, cfg, out, name, 1, None, None, True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""End to end: run_full_pipeline.sh on a micro configuration (a few pieces, a few steps)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import ROOT
+
+
+def test_full_pipeline_micro(tmp_path):
+    cfg_dir = tmp_path / "config"
+    cfg_dir.mkdir()
+    data = yaml.safe_load((ROOT / "config/data_tiny.yaml").read_text())
+    data.update(raw_dir=str(tmp_path / "raw"), processed_dir=str(tmp_path / "processed"), workers=2)
+    data["music21"]["collections"] = [
+        {
+            "name": "bach",
+            "style": "CLASSICAL",
+            "pattern": "bach/bwv2*.mxl",
+            "max_files": 24,
+            "default_tempo": 80.0,
+            "default_program": 52,
+        },
+        {
+            "name": "ryans",
+            "style": "FOLK",
+            "pattern": "ryansMammoth/[A-B]*.abc",
+            "max_files": 24,
+            "default_tempo": 112.0,
+            "default_program": 40,
+        },
+    ]
+    sym = yaml.safe_load((ROOT / "config/symbolic_tiny.yaml").read_text())
+    sym.update(
+        data_dir=data["processed_dir"], out_dir=str(tmp_path / "ckpt/symbolic/micro"), run_dir=str(tmp_path / "runs")
+    )
+    sym["model"].update(d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=1, block_size=64, max_bars=16)
+    sym["train"].update(max_steps=6, eval_every=3, global_batch=4, micro_batch=4, sample_every=6, sample_tokens=32)
+    gen = yaml.safe_load((ROOT / "config/generation.yaml").read_text())
+    gen.update(
+        checkpoints=[str(tmp_path / "ckpt/aligned/{preset}/best.pt"), str(tmp_path / "ckpt/symbolic/{preset}/best.pt")],
+        output_dir=str(tmp_path / "outputs"),
+    )
+    for name, obj in (("data_micro", data), ("symbolic_micro", sym), ("generation", gen)):
+        (cfg_dir / f"{name}.yaml").write_text(yaml.safe_dump(obj))
+    cmd = ["bash", str(ROOT / "run_full_pipeline.sh"), "--preset", "micro", "--config_dir", str(cfg_dir)]
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
+    demos = sorted(Path(tmp_path / "outputs").glob("demo_*.json"))
+    assert [d.stem for d in demos] == ["demo_happy", "demo_peaceful", "demo_sad", "demo_tense"]
+    for d in demos:
+        meta = json.loads(d.read_text())
+        assert meta["facts"]["bars"] == sum(s["bars"] for s in meta["facts"]["sections"])
+        assert meta["settings"]["style"] in ("FOLK", "CLASSICAL")  # styles the checkpoint knows
+        for ext in ("mid", "wav", "png"):
+            assert d.with_suffix(f".{ext}").stat().st_size > 0
+    assert "time per stage" in first.stdout and "5 demo songs" in first.stdout
+    assert (tmp_path / "processed/summary.md").is_file() and (tmp_path / "ckpt/symbolic/micro/best.pt").is_file()
+    # a rerun skips what is up to date
+    mtime = (tmp_path / "ckpt/symbolic/micro/last.pt").stat().st_mtime
+    second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "up to date" in second.stderr
+    assert (tmp_path / "ckpt/symbolic/micro/last.pt").stat().st_mtime == mtime
