@@ -116,10 +116,7 @@ def generate(tmp_path: Path, ckpt: Path, name: str, *extra: str) -> dict:
 
 def test_song_exact_controls_and_determinism(tmp_path, micro_checkpoint):
     form = "intro:2,verse:3,chorus:4,verse:3,chorus:4,outro:2"
-    meta = generate(
-        tmp_path,
-        micro_checkpoint,
-        "a",
+    args = [
         "--prompt",
         "a lively tune for violin and cello",
         "--style",
@@ -132,24 +129,9 @@ def test_song_exact_controls_and_determinism(tmp_path, micro_checkpoint):
         form,
         "--key",
         "D major",
-    )
-    generate(
-        tmp_path,
-        micro_checkpoint,
-        "b",
-        "--prompt",
-        "a lively tune for violin and cello",
-        "--style",
-        "folk",
-        "--emotion",
-        "happy",
-        "--tempo",
-        "137",
-        "--form",
-        form,
-        "--key",
-        "D major",
-    )
+    ]
+    meta = generate(tmp_path, micro_checkpoint, "a", *args)
+    generate(tmp_path, micro_checkpoint, "b", *args)
     assert (tmp_path / "a.mid").read_bytes() == (tmp_path / "b.mid").read_bytes()  # same seed -> same bytes
     score = Score(str(tmp_path / "a.mid"))
     assert [round(t.qpm, 3) for t in score.tempos] == [137.0]
@@ -211,3 +193,20 @@ def test_sampling_is_seeded(micro_checkpoint, tmp_path):
     b = generate(tmp_path, micro_checkpoint, "s2", "--form", "a:4", "--seed", "2")
     assert (tmp_path / "s1.mid").read_bytes() != (tmp_path / "s2.mid").read_bytes()
     assert a["seed"] == 1 and b["seed"] == 2
+
+
+def test_parallel_mode_mapping():
+    from symusic import Note, Track
+    from symusic import Score as S
+
+    from src.generation.song import to_parallel_mode
+
+    s = S(480)
+    t = Track(program=0)
+    for i, p in enumerate([60, 62, 64, 65, 67, 69, 71, 72]):  # C major scale
+        t.notes.append(Note(i * 480, 480, p, 80))
+    s.tracks.append(t)
+    minor = to_parallel_mode(s, 0, "minor")
+    assert [n.pitch for n in minor.tracks[0].notes] == [60, 62, 63, 65, 67, 68, 70, 72]
+    back = to_parallel_mode(minor, 0, "major")
+    assert [n.pitch for n in back.tracks[0].notes] == [60, 62, 64, 65, 67, 69, 71, 72]

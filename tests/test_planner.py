@@ -225,7 +225,7 @@ def test_ddp_matches_single_process(micro_data, tmp_path):
     Path(ddp.out_dir).mkdir(parents=True)
     save_config(ddp, tmp_path / "ddp.yaml")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     proc = subprocess.run(
         [*torchrun, str(ROOT / "tests/ddp_worker.py"), str(tmp_path / "ddp.yaml")],
         env=env,

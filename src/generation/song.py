@@ -128,6 +128,7 @@ class SongControls:
     variation: float = 0.25  # share of a repeated section's bars that are re-sampled
     max_tokens_per_bar: int = 96  # bar budget: past it, the bar is closed at the next chance
     key_attempts: int = 4
+    min_program_pieces: int = 20  # instruments seen in fewer training pieces count as unseen
 
 
 @dataclass
@@ -284,8 +285,8 @@ class SongGenerator:
                 f"it knows {', '.join(known_styles)}"
             )
         named = [p for _, p in instruments_in_prompt(req.prompt)]
-        seen = set(self.stats["programs"])
-        unseen = [p for p in named if p not in seen]
+        counts = self.stats["program_counts"]
+        unseen = [p for p in named if counts.get(p, 0) < self.controls.min_program_pieces]
         if named:
             programs = named
         else:
@@ -293,9 +294,10 @@ class SongGenerator:
         restrict = programs if not unseen else None
         if unseen:
             notes.append(
-                "the checkpoint has never seen "
+                "the checkpoint has (almost) never seen "
                 + ", ".join(_inst(p) for p in unseen)
-                + "; generated voices are assigned to the named instruments by register"
+                + f" (fewer than {self.controls.min_program_pieces} training pieces); generated voices are"
+                " assigned to the named instruments by register"
             )
         mask = self.static_mask(req.time_signature, restrict)
         cond = self.conditions(req, text, sections, programs)
@@ -325,9 +327,10 @@ class SongGenerator:
             if shift:
                 score = transpose_pitched(score, shift)
             if mode != want_key[1]:
+                score = to_parallel_mode(score, want_key[0], want_key[1])
                 notes.append(
-                    f"asked for {F.key_name(*want_key)}, the closest of {self.controls.key_attempts} attempts "
-                    f"is in {mode}"
+                    f"none of {self.controls.key_attempts} attempts came out in {want_key[1]}: the notes were "
+                    f"mapped from {F.key_name(want_key[0], mode)} to {F.key_name(*want_key)}"
                 )
         score = finalise(score, req.tempo, req.time_signature, sections)
         facts = measure(score, ids, self.codec, sections)
@@ -344,6 +347,19 @@ def transpose_pitched(score: Any, shift: int) -> Any:
         if not t.is_drum:
             for n in t.notes:
                 n.pitch = min(127, max(0, n.pitch + shift))
+    return score
+
+
+def to_parallel_mode(score: Any, tonic: int, mode: str) -> Any:
+    """Map a piece onto the parallel major or (natural) minor of ``tonic``: scale degrees 3, 6
+    and 7 move by a semitone (E, A, B <-> Eb, Ab, Bb in C); every other note stays."""
+    to_minor = {4: 3, 9: 8, 11: 10}
+    table = to_minor if mode == "minor" else {v: k for k, v in to_minor.items()}
+    score = score.copy()
+    for t in score.tracks:
+        if not t.is_drum:
+            for n in t.notes:
+                n.pitch += table.get((n.pitch - tonic) % 12, (n.pitch - tonic) % 12) - (n.pitch - tonic) % 12
     return score
 
 

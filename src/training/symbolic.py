@@ -351,6 +351,7 @@ def data_stats(ds: PlannerDataset) -> dict[str, Any]:
     return {
         "styles": dict(Counter(r["style"] or "UNLABELLED" for r in rows)),
         "programs": sorted({p for r in rows for p in r["programs"]}),
+        "program_counts": dict(Counter(p for r in rows for p in r["programs"])),  # pieces per program
         "style_programs": {s: list(c.most_common(1)[0][0]) for s, c in by_style.items()},
         "time_signatures": dict(Counter(r["time_signature"] for r in rows)),
     }
