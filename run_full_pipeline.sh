@@ -33,10 +33,11 @@ timed "1 prepare data" "$PY" -m src.data.prepare --config "$config_dir/data_$pre
 
 sym_cfg="$config_dir/symbolic_$preset.yaml"
 if [ "$force" = 1 ]; then
-  out_dir=$("$PY" -c "import sys; from src.utils.config import load_config; from src.training.symbolic import SymbolicConfig; print(load_config(SymbolicConfig, sys.argv[1]).out_dir)" "$sym_cfg")
+  # (tail -n 1: pyfluidsynth prints a line on import when CI is set)
+  out_dir=$("$PY" -c "import sys; from src.utils.config import load_config; from src.training.symbolic import SymbolicConfig; print(load_config(SymbolicConfig, sys.argv[1]).out_dir)" "$sym_cfg" | tail -n 1)
   rm -rf "$out_dir"
 fi
-gpus=$("$PY" -c "import torch; print(torch.cuda.device_count())")
+gpus=$("$PY" -c "import torch; print(torch.cuda.device_count())" | tail -n 1)
 if [ "$preset" = full ] && [ "$gpus" -gt 1 ]; then
   timed "2 train planner (torchrun x$gpus)" .venv/bin/torchrun --standalone --nproc_per_node="$gpus" 02_train_symbolic.py --config "$sym_cfg"
 else
@@ -46,7 +47,7 @@ echo "=== 3 renderer, 4 alignment: not part of this version yet; audio comes fro
 force_flag=(); [ "$force" = 1 ] && force_flag=(--force)
 timed "5 demo songs" "$PY" -m src.generation.demos --config "$config_dir/generation.yaml" --preset "$preset" ${force_flag[@]+"${force_flag[@]}"}
 
-out=$("$PY" -c "import sys; from src.utils.config import load_config; from src.generation.song import GenerationConfig; print(load_config(GenerationConfig, sys.argv[1]).output_dir)" "$config_dir/generation.yaml")
+out=$("$PY" -c "import sys; from src.utils.config import load_config; from src.generation.song import GenerationConfig; print(load_config(GenerationConfig, sys.argv[1]).output_dir)" "$config_dir/generation.yaml" | tail -n 1)
 echo
 echo "=== artefacts"
 ls -1 "$out"/demo_* 2>/dev/null | sed 's/^/  /'

@@ -70,6 +70,10 @@ def main() -> None:
         {"what": "unigram (train counts)", "val_loss": f"{base['unigram']:.4f}"},
         {"what": f"bigram (interpolated, lambda {base['bigram_lambda']})", "val_loss": f"{base['bigram']:.4f}"},
         {"what": f"planner, step {state['step']}", "val_loss": f"{losses['true']:.4f}"},
+        {"what": "planner, prompt embedding shuffled", "val_loss": f"{losses['text_shuffled']:.4f}"},
+        {"what": "planner, prompt only (other fields withheld, plan kept)", "val_loss": f"{losses['prompt_only']:.4f}"},
+        {"what": "planner, prompt only, shuffled", "val_loss": f"{losses['prompt_only_shuffled']:.4f}"},
+        {"what": "planner, no conditions (plan kept)", "val_loss": f"{losses['no_conditions']:.4f}"},
         {"what": "planner, conditions shuffled (plan kept)", "val_loss": f"{losses['shuffled']:.4f}"},
         {"what": "planner, conditions and plan shuffled", "val_loss": f"{losses['shuffled_with_plan']:.4f}"},
     ]

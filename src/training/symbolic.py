@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader
 from src.data.planner_dataset import IGNORE, PlannerDataset, caption_embeddings
 from src.data.tokenizer import tokenizer_hash
 from src.models.builders import build_planner, load_codec, resolve_planner_config
-from src.models.conditions import random_drop
-from src.models.symbolic_planner import PlannerConfig, SymbolicPlanner
+from src.models.conditions import drop_fields, random_drop
+from src.models.symbolic_planner import COND_FIELDS, PlannerConfig, SymbolicPlanner
 from src.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from src.training.distributed import DistInfo, all_reduce_mean, setup_distributed
 from src.training.optim import build_optimizer, warmup_cosine
@@ -358,8 +358,8 @@ def data_stats(ds: PlannerDataset) -> dict[str, Any]:
 
 
 def val_losses(ckpt: str | Path, data_dir: str | Path, windows: int = 2, device: str = "cpu") -> dict[str, float]:
-    """Validation loss with the true conditions, with every field but the plan shuffled across
-    windows, and with the plan shuffled too."""
+    """Validation loss with the true conditions, and with some of them taken from another window:
+    only the prompt (text), every field but the plan, and everything."""
     from src.models.builders import load_planner
 
     model, _ = load_planner(ckpt, data_dir)
@@ -368,22 +368,38 @@ def val_losses(ckpt: str | Path, data_dir: str | Path, windows: int = 2, device:
     ds = PlannerDataset(data_dir, "validation", model.cfg, codec, caption_embeddings(data_dir), eval_windows=windows)
     perm = np.random.default_rng(0).permutation(len(ds))
     dev = torch.device(device)
+    not_plan = [k for k in COND_KEYS if not k.startswith("plan")]
+    text_keys = ["text", "text_mask"]
+
+    def keep_only(fields: tuple[str, ...]):
+        def transform(cond: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            drop = torch.tensor([f not in fields for f in COND_FIELDS]).expand(cond["style"].shape[0], -1)
+            return drop_fields(cond, drop.to(cond["style"].device), model.cfg)
+
+        return transform
+
     return {
         "true": evaluate(model, ds, dev),
-        "shuffled": evaluate(model, _ShuffledConditions(ds, perm, False), dev),
-        "shuffled_with_plan": evaluate(model, _ShuffledConditions(ds, perm, True), dev),
+        "text_shuffled": evaluate(model, ShuffledConditions(ds, perm, text_keys), dev),
+        "prompt_only": evaluate(model, ds, dev, cond_transform=keep_only(("text", "plan"))),
+        "prompt_only_shuffled": evaluate(
+            model, ShuffledConditions(ds, perm, text_keys), dev, cond_transform=keep_only(("text", "plan"))
+        ),
+        "no_conditions": evaluate(model, ds, dev, cond_transform=keep_only(("plan",))),
+        "shuffled": evaluate(model, ShuffledConditions(ds, perm, not_plan), dev),
+        "shuffled_with_plan": evaluate(model, ShuffledConditions(ds, perm, list(COND_KEYS)), dev),
     }
 
 
-class _ShuffledConditions(torch.utils.data.Dataset):
-    """Each window keeps its tokens but takes another window's conditions (optionally its plan)."""
+class ShuffledConditions(torch.utils.data.Dataset):
+    """Each window keeps its tokens but takes the condition fields ``keys`` of another window."""
 
-    def __init__(self, ds: PlannerDataset, perm: np.ndarray, include_plan: bool):
-        self.ds, self.perm, self.include_plan = ds, perm, include_plan
+    def __init__(self, ds: PlannerDataset, perm: np.ndarray, keys: list[str]):
+        self.ds, self.perm, self.keys = ds, perm, keys
 
     def __len__(self) -> int:
         return len(self.ds)
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         own, other = self.ds[i], self.ds[int(self.perm[i])]
-        return {**own, **{k: other[k] for k in COND_KEYS if self.include_plan or not k.startswith("plan")}}
+        return {**own, **{k: other[k] for k in self.keys}}
