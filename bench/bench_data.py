@@ -13,24 +13,14 @@ import argparse
 import json
 import statistics
 from collections import Counter
-from fractions import Fraction
 from pathlib import Path
 
 from symusic import Score
 from tqdm import tqdm
 
 from bench.common import machine
-from src.data.tokenizer import load_tokenizer
+from src.data.tokenizer import load_tokenizer, note_multiset
 from src.utils.io import read_jsonl
-
-
-def note_set(score: Score) -> Counter:
-    q = score.ticks_per_quarter
-    return Counter(
-        (128 if t.is_drum else t.program, n.pitch, Fraction(n.time, q), Fraction(n.duration, q))
-        for t in score.tracks
-        for n in t.notes
-    )
 
 
 def main() -> None:
@@ -44,8 +34,8 @@ def main() -> None:
     kept = total = 0
     worst = []
     for r in tqdm(rows, desc="round trip", unit="piece"):
-        want = note_set(tok.preprocess_score(Score(r["midi_path"])))
-        got = note_set(tok.decode(tok.encode(Path(r["midi_path"]))))
+        want = note_multiset(tok.preprocess_score(Score(r["midi_path"])))
+        got = note_multiset(tok.decode(tok.encode(Path(r["midi_path"]))))
         k = sum((want & got).values())
         kept, total = kept + k, total + sum(want.values())
         worst.append((k / max(1, sum(want.values())), r["id"]))

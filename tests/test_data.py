@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -18,22 +17,12 @@ from src.data.prepare import main as prepare_main
 from src.data.prepare import prepare
 from src.data.splits import SplitConfig, split_of
 from src.data.token_store import TokenDataset, TokenStore
-from src.data.tokenizer import TokenCodec, load_tokenizer
+from src.data.tokenizer import TokenCodec, load_tokenizer, note_multiset
 from src.utils.io import atomic_path, read_jsonl
 
 
 def manifest(cfg) -> list[dict]:
     return read_jsonl(Path(cfg.processed_dir) / "manifest.jsonl")
-
-
-def note_set(score: Score) -> Counter:
-    """(program, pitch, onset, duration) of every note, times in beats (tpq-independent)."""
-    q = score.ticks_per_quarter
-    return Counter(
-        (128 if t.is_drum else t.program, n.pitch, Fraction(n.time, q), Fraction(n.duration, q))
-        for t in score.tracks
-        for n in t.notes
-    )
 
 
 def test_vocabulary_is_exactly_512(micro_data):
@@ -50,7 +39,7 @@ def test_tokeniser_round_trip(micro_data, which):
     row = next(r for r in manifest(cfg) if r["id"] == f"music21/{which}")
     original = tok.preprocess_score(Score(row["midi_path"]))  # notes on the tokeniser's grid
     decoded = tok.decode(tok.encode(Path(row["midi_path"])))
-    want, got = note_set(original), note_set(decoded)
+    want, got = note_multiset(original), note_multiset(decoded)
     kept = sum((want & got).values()) / sum(want.values())
     assert kept >= 0.99, f"{which}: only {kept:.3f} of notes survive the round trip"
     # ...and the stored shard holds exactly these ids
@@ -202,8 +191,8 @@ def test_dataset_transposition(micro_data):
     ids = plain.ids(0)
     assert np.array_equal(codec.encode_base(codec.to_base(ids)), ids)  # BPE codec is exact
     up = codec.transpose(ids, 2)
-    a = note_set(tok.decode(ids.tolist()))
-    b = note_set(tok.decode(up.tolist()))
+    a = note_multiset(tok.decode(ids.tolist()))
+    b = note_multiset(tok.decode(up.tolist()))
     assert Counter({(p, n + 2, s, d): c for (p, n, s, d), c in a.items()}) == b
     assert np.array_equal(aug.ids(0), TokenDataset(cfg.processed_dir, "train", 3, 1, codec).ids(0))
     assert plain[0]["row"]["split"] == "train"

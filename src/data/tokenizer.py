@@ -9,7 +9,9 @@ the dataset uses for pitch transposition at load time.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +84,17 @@ def load_tokenizer(path: str | Path):
     if not path.is_file():
         raise FileNotFoundError(f"{path}: tokenizer not found; create it with: bash 01_prepare_data.sh")
     return REMI(params=path)
+
+
+def note_multiset(score) -> Counter:
+    """(program, pitch, onset, duration) of every note of a symusic Score, times in beats
+    (independent of ticks per quarter): what a tokeniser round trip must preserve."""
+    q = score.ticks_per_quarter
+    return Counter(
+        (128 if t.is_drum else t.program, n.pitch, Fraction(n.time, q), Fraction(n.duration, q))
+        for t in score.tracks
+        for n in t.notes
+    )
 
 
 def tokenizer_hash(path: str | Path) -> str:
