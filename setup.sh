@@ -34,6 +34,8 @@ if [ "$use_conda" = 1 ]; then
   ln -sfn "$(cd "$(dirname "$PY")/.." && pwd)" "$VENV"  # scripts use .venv/bin/python either way
 else
   if [ ! -x "$VENV/bin/python" ]; then
+    python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
+      echo "[setup] Python >= 3.11 is needed; python3 is $(python3 --version 2>&1)" >&2; exit 1; }
     say "creating virtual environment $VENV"
     python3 -m venv "$VENV"
   fi
