@@ -233,3 +233,14 @@ def test_segmentation_and_key_on_hand_made_examples():
     assert F.scale_consistency(c_major, 0, "major") == 1.0
     assert F.bar_starts(4000, 480, [(0, 3, 4)]).tolist() == [0, 1440, 2880]
     assert json.dumps(F.key_name(9, "minor")) == '"A minor"'
+
+
+def test_corpus_names_are_unique_in_nested_collections():
+    from src.data.music21_source import CorpusCollection, corpus_files, corpus_name
+    from src.data.sources import safe_name
+
+    files = corpus_files(CorpusCollection(name="haydn", style="CLASSICAL", pattern="haydn/*/*.mxl"))
+    names = [safe_name(corpus_name(f, with_suffix=False)) for f in files]
+    assert len(files) > 1 and len(set(names)) == len(names)
+    bach = corpus_files(CorpusCollection(name="bach", style="CLASSICAL", pattern="bach/bwv66.6.mxl"))
+    assert corpus_name(bach[0]) == "bwv66.6.mxl" and corpus_name(bach[0], with_suffix=False) == "bwv66.6"

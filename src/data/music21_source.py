@@ -59,6 +59,14 @@ def corpus_root() -> Path:
     return Path(corpus.__file__).parent  # .../site-packages/music21/corpus
 
 
+def corpus_name(path: Path, with_suffix: bool = True) -> str:
+    """A corpus file's name inside its collection folder: 'bwv66.6.mxl', 'opus1no1/movement1.mxl'
+    (nested collections such as Haydn's have many files called movement1.mxl)."""
+    rel = path.relative_to(corpus_root())
+    inner = Path(*rel.parts[1:]) if len(rel.parts) > 1 else rel
+    return (inner if with_suffix else inner.with_suffix("")).as_posix()
+
+
 def corpus_files(coll: CorpusCollection) -> list[Path]:
     files = sorted(corpus_root().glob(coll.pattern))
     return files[: coll.max_files] if coll.max_files else files
@@ -144,7 +152,7 @@ def convert_file(job: tuple[str, dict, dict, str]) -> dict:
         scores = list(parsed.scores) if hasattr(parsed, "scores") else [parsed]
         for i, score in enumerate(scores):
             suffix = f"-{i:03d}" if len(scores) > 1 else ""
-            stem = safe_name(path.stem) + suffix
+            stem = safe_name(corpus_name(path, with_suffix=False)) + suffix
             out = out_dir / f"{stem}.mid"
             rel = path.relative_to(corpus_root()).as_posix()
             where = f"{rel}#{i}" if suffix else rel
@@ -159,7 +167,7 @@ def convert_file(job: tuple[str, dict, dict, str]) -> dict:
                 {"piece_id": f"music21/{coll.name}/{stem}", "original_path": where,
                  "midi_path": str(out), "group": group, "meta": meta}
             )
-    write_json(out_dir / "_done" / f"{safe_name(path.name)}.json", record)
+    write_json(out_dir / "_done" / f"{safe_name(corpus_name(path))}.json", record)
     return record
 
 
@@ -183,7 +191,7 @@ class Music21Source:
             out_dir = raw_dir / "music21" / safe_name(coll.name)
             fingerprint = sha256_text(json.dumps([CONVERTER_VERSION, asdict(coll), cfg_d], sort_keys=True))[:16]
             for f in corpus_files(coll):
-                done = out_dir / "_done" / f"{safe_name(f.name)}.json"
+                done = out_dir / "_done" / f"{safe_name(corpus_name(f))}.json"
                 rec = json.loads(done.read_text(encoding="utf-8")) if done.is_file() else None
                 if rec is not None and rec.get("fingerprint") == fingerprint:
                     records.append(rec)
