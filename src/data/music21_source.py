@@ -23,7 +23,7 @@ from src.utils.io import atomic_path, sha256_text, write_json
 
 log = logging.getLogger(__name__)
 TPQ = 480  # ticks per quarter note of the written MIDI
-CONVERTER_VERSION = 2  # bump when the conversion or its record changes: invalidates caches
+CONVERTER_VERSION = 3  # bump when the conversion or its record changes: invalidates caches
 
 
 @dataclass
@@ -80,6 +80,7 @@ def _first(stream: Any, cls_name: str) -> Any:
 def score_to_midi(score: Any, coll: CorpusCollection, cfg: Music21SourceConfig, out: Path) -> dict:
     """Write one music21 score as a MIDI file; return what we know of it (title, tempo...)."""
     from music21 import repeat
+    from music21.exceptions21 import StreamException
     from symusic import Note, Score, Tempo, TimeSignature, Track
 
     expanded = False
@@ -87,7 +88,7 @@ def score_to_midi(score: Any, coll: CorpusCollection, cfg: Music21SourceConfig, 
         try:
             score = score.expandRepeats()
             expanded = True
-        except (repeat.ExpanderException, IndexError, AttributeError) as e:
+        except (repeat.ExpanderException, StreamException, IndexError, AttributeError) as e:  # keep as written
             log.debug("repeats not expanded in %s: %s", out.name, e)
     mark = _first(score, "MetronomeMark")
     qpm = float(mark.getQuarterBPM()) if mark is not None and mark.getQuarterBPM() else None
