@@ -19,7 +19,7 @@ from pathlib import Path
 from src.generation.song import GenerationConfig, SongRequest
 from src.models.sampling import SamplingConfig
 from src.models.symbolic_planner import EMOTIONS, STYLES
-from src.utils.config import ConfigError, load_config
+from src.utils.config import ConfigError, add_config_args, load_config
 from src.utils.logging import setup_logging
 
 
@@ -44,8 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--renderer_ckpt", default=None)
     p.add_argument("--skip_neural_render", action="store_true")
     p.add_argument("--preset", default=None, help="tiny | small | full (default: from the config)")
-    p.add_argument("--config", default="config/generation.yaml")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_config_args(p, "config/generation.yaml")
     return p.parse_args(argv)
 
 

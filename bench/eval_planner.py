@@ -14,12 +14,13 @@ import argparse
 import json
 
 import numpy as np
-import torch
 
 from bench.common import machine, table
 from src.data.planner_dataset import BOS, EOS, IGNORE, PlannerDataset, caption_embeddings
 from src.data.token_store import TokenDataset
-from src.models.builders import load_codec, load_planner
+from src.models.builders import load_codec
+from src.models.symbolic_planner import PlannerConfig
+from src.training.checkpoint import load_checkpoint
 from src.training.symbolic import val_losses
 
 
@@ -57,15 +58,14 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=2, help="validation windows per piece")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
-    _, state = load_planner(args.checkpoint)
+    state = load_checkpoint(args.checkpoint)
     data_dir = args.data_dir or state["data_dir"]
-    model, _ = load_planner(args.checkpoint, data_dir)
+    mcfg = PlannerConfig(**state["model_config"])
     ds = PlannerDataset(
-        data_dir, "validation", model.cfg, load_codec(data_dir), caption_embeddings(data_dir), eval_windows=args.windows
+        data_dir, "validation", mcfg, load_codec(data_dir), caption_embeddings(data_dir), eval_windows=args.windows
     )
-    with torch.no_grad():
-        losses = val_losses(args.checkpoint, data_dir, args.windows)
-    base = baselines(data_dir, ds, model.cfg.vocab_size)
+    losses = val_losses(args.checkpoint, data_dir, args.windows)  # refuses a checkpoint of other data
+    base = baselines(data_dir, ds, mcfg.vocab_size)
     rows = [
         {"what": "unigram (train counts)", "val_loss": f"{base['unigram']:.4f}"},
         {"what": f"bigram (interpolated, lambda {base['bigram_lambda']})", "val_loss": f"{base['bigram']:.4f}"},

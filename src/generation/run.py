@@ -9,9 +9,7 @@ from pathlib import Path
 from src.data.render import find_soundfont, render_midi
 from src.generation.outputs import write_json, write_midi, write_picture, write_wav
 from src.generation.song import GenerationConfig, SongGenerator, SongRequest, parse_form
-from src.models.builders import codec_from_checkpoint
-from src.models.symbolic_planner import PlannerConfig, SymbolicPlanner
-from src.training.checkpoint import load_checkpoint
+from src.models.builders import codec_from_checkpoint, load_planner
 from src.utils.io import sha256_file
 
 log = logging.getLogger("generate")
@@ -45,7 +43,7 @@ def run_generation(
     skip_neural_render: bool,
 ) -> list[Path]:
     ckpt = select_checkpoint(cfg, symbolic_ckpt)
-    state = load_checkpoint(ckpt)
+    model, state = load_planner(ckpt)
     kind = "aligned" if state.get("kind") == "aligned_planner" else "supervised"
     log.info("planner checkpoint: %s (%s, step %d)", ckpt, kind, state["step"])
     renderer_path = Path(renderer_ckpt or cfg.renderer_checkpoint.format(preset=cfg.preset))
@@ -59,9 +57,6 @@ def run_generation(
     why = "--skip_neural_render" if skip_neural_render else f"no neural renderer checkpoint at {renderer_path}"
     log.info("audio: %s, because %s", renderer, why)
 
-    model = SymbolicPlanner(PlannerConfig(**state["model_config"]))
-    model.load_state_dict(state["model"])
-    model.eval()
     codec = codec_from_checkpoint(state)
     generator = SongGenerator(model, codec, state["data_stats"], cfg.controls)
     text = None

@@ -23,11 +23,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from symusic import Note, Score, Tempo, TextMeta, TimeSignature, Track
 
 from src.data import features as F
 from src.data.labels import notes_array
 from src.data.planner_dataset import BOS, EOS
-from src.data.programs import program_name
+from src.data.programs import instruments_in_prompt, program_name
 from src.data.tokenizer import TokenCodec
 from src.models.conditions import Conditions, batch, key_id
 from src.models.sampling import Grammar, PlannerStepper, SamplingConfig, filter_logits
@@ -273,8 +274,6 @@ class SongGenerator:
 
     # ------------------------------------------------------------------ post-processing
     def generate(self, req: SongRequest, text: np.ndarray | None, sections: list[Section]) -> Song:
-        from src.data.programs import instruments_in_prompt
-
         if req.style not in STYLES or req.emotion not in EMOTIONS:
             raise ValueError(f"unknown style {req.style!r} or emotion {req.emotion!r}")
         notes: list[str] = []
@@ -365,8 +364,6 @@ def to_parallel_mode(score: Any, tonic: int, mode: str) -> Any:
 
 def assign_instruments(score: Any, named: list[int]) -> tuple[Any, str]:
     """Make the named instruments the ones that play: by register when the model's differ."""
-    from symusic import Score, Track
-
     have = {128 if t.is_drum else t.program for t in score.tracks if len(t.notes)}
     if set(named) == have:
         return score, ""
@@ -383,7 +380,7 @@ def assign_instruments(score: Any, named: list[int]) -> tuple[Any, str]:
     for prog, band in zip(order, bands):
         track = Track(name=_inst(prog), program=prog, is_drum=False)
         for start, dur, pitch, _ in band[np.argsort(band[:, 0], kind="stable")]:
-            track.notes.append(_note(int(start), int(dur), int(pitch)))
+            track.notes.append(Note(int(start), int(dur), int(pitch), 80))
         out.tracks.append(track)
     for t in score.tracks:
         if t.is_drum and 128 in named:
@@ -395,16 +392,8 @@ def assign_instruments(score: Any, named: list[int]) -> tuple[Any, str]:
     return out, msg
 
 
-def _note(start: int, dur: int, pitch: int):
-    from symusic import Note
-
-    return Note(start, dur, pitch, 80)
-
-
 def finalise(score: Any, tempo: float, time_signature: str, sections: list[Section]) -> Any:
     """Exact tempo and metre, a marker at every section start and one at the song's end."""
-    from symusic import Tempo, TextMeta, TimeSignature
-
     score = score.copy()
     num, den = (int(x) for x in time_signature.split("/"))
     score.tempos.clear()

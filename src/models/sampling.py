@@ -88,13 +88,12 @@ class PlannerStepper:
 
     def __init__(self, model: SymbolicPlanner, cond_fn: Callable[[int], dict], cfg: SamplingConfig):
         self.model, self.cond_fn, self.cfg = model, cond_fn, cfg
-        self.cfg_scale = cfg.guidance
         self.window: torch.Tensor | None = None  # (B, t) tokens in the current window
         self.bar0 = 0  # song bar of the window's first bar
 
     def _prime(self, window: torch.Tensor, bar0: int) -> torch.Tensor:
         cond = self.cond_fn(bar0)
-        if self.cfg_scale != 1.0:
+        if self.cfg.guidance != 1.0:
             null = null_conditions(cond, self.model.cfg)
             cond = {k: torch.cat([cond[k], null[k]]) for k in cond}
         self.memory, self.mem_mask = self.model.encode(cond)
@@ -104,13 +103,13 @@ class PlannerStepper:
 
     def _run(self, idx: torch.Tensor, start: int) -> torch.Tensor:
         full = self.window
-        if self.cfg_scale != 1.0:
+        if self.cfg.guidance != 1.0:
             idx, full = torch.cat([idx, idx]), torch.cat([full, full])
         bars = self.model.bar_numbers(full)[:, start : start + idx.shape[1]]
         logits = self.model.decode(idx, self.memory, self.mem_mask, bars, start_pos=start, cache=self.cache)[:, -1]
-        if self.cfg_scale != 1.0:
+        if self.cfg.guidance != 1.0:
             cond, uncond = logits.chunk(2)
-            logits = uncond + self.cfg_scale * (cond - uncond)
+            logits = uncond + self.cfg.guidance * (cond - uncond)
         return logits
 
     @torch.no_grad()

@@ -209,11 +209,9 @@ class SymbolicPlanner(nn.Module):
         return self.ln_enc(x), attn_mask
 
     # ------------------------------------------------------------------ decoder
-    def bar_numbers(self, idx: torch.Tensor, bar_offset: torch.Tensor | None = None) -> torch.Tensor:
+    def bar_numbers(self, idx: torch.Tensor) -> torch.Tensor:
         """(B, T) bar number of each position: bar-starting tokens so far - 1 (+ offset)."""
         n = self.starts_bar[idx].cumsum(1) - 1
-        if bar_offset is not None:
-            n = n + bar_offset[:, None]
         return n.clamp(0, self.cfg.max_bars - 1)
 
     def decode(self, idx, memory, mem_mask, bars, start_pos: int = 0, cache: list | None = None):
