@@ -110,8 +110,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--sample_tokens", type=int, default=256)
     ap.add_argument("--json", default="")
+    ap.add_argument("--params_only", action="store_true", help="only print each preset's parameter count")
     args = ap.parse_args()
     device = torch.device(args.device)
+    if args.params_only:
+        for preset in args.presets:
+            cfg = load_config(SymbolicConfig, f"config/symbolic_{preset}.yaml")
+            vocab = 2048 if preset == "full" else 512  # the vocabulary its data config trains
+            n = SymbolicPlanner(dataclasses.replace(cfg.model, vocab_size=vocab, bar_token_ids=[4])).num_params()
+            print(f"{preset}: {n:,} parameters (vocabulary {vocab})")
+        return
     peak = matmul_flops(
         device, 4096 if device.type == "cuda" else 2048, torch.bfloat16 if device.type == "cuda" else torch.float32
     )
