@@ -8,10 +8,17 @@ import torch
 
 
 def build_optimizer(
-    model: torch.nn.Module, lr: float, weight_decay: float, betas: tuple[float, float], fused: bool = False
+    params: torch.nn.Module | list[torch.nn.Parameter],
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    fused: bool = False,
 ) -> torch.optim.AdamW:
+    """AdamW over a module's (or a list of) trainable parameters."""
+    if isinstance(params, torch.nn.Module):
+        params = list(params.parameters())
     decay, no_decay = [], []
-    for p in model.parameters():
+    for p in params:
         if p.requires_grad:
             (decay if p.dim() >= 2 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
