@@ -15,7 +15,7 @@ while [ $# -gt 0 ]; do
     *) echo "run_full_pipeline.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
 done
-for f in "data_$preset.yaml" "symbolic_$preset.yaml" generation.yaml; do
+for f in "data_$preset.yaml" "symbolic_$preset.yaml" "renderer_$preset.yaml" generation.yaml; do
   [ -f "$config_dir/$f" ] || { echo "run_full_pipeline.sh: missing $config_dir/$f (preset '$preset')" >&2; exit 2; }
 done
 PY=.venv/bin/python
@@ -31,19 +31,21 @@ start=$(date +%s)
 timed "setup" bash setup.sh --quiet
 timed "1 prepare data" "$PY" -m src.data.prepare --config "$config_dir/data_$preset.yaml"
 
-sym_cfg="$config_dir/symbolic_$preset.yaml"
-if [ "$force" = 1 ]; then
-  # (tail -n 1: pyfluidsynth prints a line on import when CI is set)
-  out_dir=$("$PY" -c "import sys; from src.utils.config import load_config; from src.training.symbolic import SymbolicConfig; print(load_config(SymbolicConfig, sys.argv[1]).out_dir)" "$sym_cfg" | tail -n 1)
-  rm -rf "$out_dir"
-fi
 gpus=$("$PY" -c "import torch; print(torch.cuda.device_count())" | tail -n 1)
-if [ "$preset" = full ] && [ "$gpus" -gt 1 ]; then
-  timed "2 train planner (torchrun x$gpus)" .venv/bin/torchrun --standalone --nproc_per_node="$gpus" 02_train_symbolic.py --config "$sym_cfg"
-else
-  timed "2 train planner" "$PY" 02_train_symbolic.py --config "$sym_cfg"
-fi
-echo "=== 3 renderer, 4 alignment: not part of this version yet; audio comes from FluidSynth"
+train_stage() {  # train_stage NAME SCRIPT CONFIG: --force starts over; torchrun over every GPU for full
+  local name="$1" script="$2" cfg="$3"
+  if [ "$force" = 1 ]; then
+    rm -rf "$("$PY" -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['out_dir'])" "$cfg" | tail -n 1)"
+  fi
+  if [ "$preset" = full ] && [ "$gpus" -gt 1 ]; then
+    timed "$name (torchrun x$gpus)" .venv/bin/torchrun --standalone --nproc_per_node="$gpus" "$script" --config "$cfg"
+  else
+    timed "$name" "$PY" "$script" --config "$cfg"
+  fi
+}
+train_stage "2 train planner" 02_train_symbolic.py "$config_dir/symbolic_$preset.yaml"
+train_stage "3 train renderer" 03_train_renderer.py "$config_dir/renderer_$preset.yaml"
+echo "=== 4 alignment: not part of this version yet"
 force_flag=(); [ "$force" = 1 ] && force_flag=(--force)
 timed "5 demo songs" "$PY" -m src.generation.demos --config "$config_dir/generation.yaml" --preset "$preset" ${force_flag[@]+"${force_flag[@]}"}
 

@@ -6,9 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from src.data.audio_pairs import AudioPairsConfig
 from src.data.music21_source import CorpusCollection
 from src.data.prepare import DataConfig, prepare
+from src.models.audio_renderer import RendererConfig
 from src.models.symbolic_planner import PlannerConfig
+from src.models.vocoder import MelConfig
+from src.training.renderer import RendererTrainConfig, RendererTrainingConfig
 from src.training.symbolic import SymbolicConfig, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +36,16 @@ def micro_data_config(tmp: Path) -> DataConfig:
         ),
     ]
     cfg.labels.min_notes = 8
+    cfg.audio = AudioPairsConfig(
+        enabled=True,
+        mel=MelConfig(n_mels=32),
+        segment_frames=64,
+        stride_frames=64,
+        max_tokens=96,
+        train_pieces=4,
+        validation_pieces=2,
+        max_segments_per_piece=3,
+    )
     return cfg
 
 
@@ -75,5 +89,42 @@ def micro_checkpoint(micro_data, tmp_path_factory) -> Path:
     dcfg, _ = micro_data
     out = tmp_path_factory.mktemp("micro_ckpt")
     cfg = micro_planner_config(dcfg.processed_dir, out, max_steps=30, eval_every=30, lr=3e-3)
+    train(cfg)
+    return Path(cfg.out_dir) / "best.pt"
+
+
+def micro_renderer_config(data_dir: str, out: Path, **train) -> RendererTrainingConfig:
+    """A renderer small enough to train a few steps in seconds."""
+    model = RendererConfig(
+        d_token=32, token_layers=1, token_heads=2, channels=[8, 16], attn_levels=[1], heads=2, roll_channels=2
+    )
+    tc = RendererTrainConfig(
+        max_steps=2,
+        global_batch=4,
+        micro_batch=2,
+        lr=1e-3,
+        warmup_steps=1,
+        eval_every=2,
+        log_every=1,
+        ema_decay=0.9,
+        val_segments=4,
+        device="cpu",
+    )
+    for k, v in train.items():
+        setattr(tc, k, v)
+    return RendererTrainingConfig(
+        data_dir=data_dir, out_dir=str(out / "ckpt"), run_dir=str(out / "runs"), run_name="t", model=model, train=tc
+    )
+
+
+@pytest.fixture(scope="session")
+def micro_renderer(micro_data, tmp_path_factory) -> Path:
+    """A micro renderer trained for a few steps on the micro corpus's audio pairs."""
+    from src.training.renderer import train
+
+    dcfg, _ = micro_data
+    cfg = micro_renderer_config(
+        dcfg.processed_dir, tmp_path_factory.mktemp("micro_renderer"), max_steps=4, eval_every=4
+    )
     train(cfg)
     return Path(cfg.out_dir) / "best.pt"

@@ -41,12 +41,30 @@ def test_full_pipeline_micro(tmp_path):
     )
     sym["model"].update(d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=1, block_size=64, max_bars=16)
     sym["train"].update(max_steps=6, eval_every=3, global_batch=4, micro_batch=4, sample_every=6, sample_tokens=32)
+    data["audio"].update(
+        mel={"n_mels": 32},
+        segment_frames=64,
+        stride_frames=64,
+        train_pieces=8,
+        validation_pieces=2,
+        max_segments_per_piece=3,
+    )
+    ren = yaml.safe_load((ROOT / "config/renderer_tiny.yaml").read_text())
+    ren.update(
+        data_dir=data["processed_dir"], out_dir=str(tmp_path / "ckpt/renderer/micro"), run_dir=str(tmp_path / "runs")
+    )
+    ren["model"].update(d_token=32, token_layers=1, channels=[8, 16], attn_levels=[1], heads=2, roll_channels=2)
+    ren["train"].update(
+        max_steps=4, eval_every=2, global_batch=4, micro_batch=4, sample_every=2, sample_steps=2, val_segments=4
+    )
     gen = yaml.safe_load((ROOT / "config/generation.yaml").read_text())
     gen.update(
         checkpoints=[str(tmp_path / "ckpt/aligned/{preset}/best.pt"), str(tmp_path / "ckpt/symbolic/{preset}/best.pt")],
+        renderer_checkpoint=str(tmp_path / "ckpt/renderer/{preset}/best.pt"),
         output_dir=str(tmp_path / "outputs"),
     )
-    for name, obj in (("data_micro", data), ("symbolic_micro", sym), ("generation", gen)):
+    gen["neural"].update(steps=4, overlap_frames=8, griffin_lim_iters=4)
+    for name, obj in (("data_micro", data), ("symbolic_micro", sym), ("renderer_micro", ren), ("generation", gen)):
         (cfg_dir / f"{name}.yaml").write_text(yaml.safe_dump(obj))
     cmd = ["bash", str(ROOT / "run_full_pipeline.sh"), "--preset", "micro", "--config_dir", str(cfg_dir)]
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
@@ -58,13 +76,18 @@ def test_full_pipeline_micro(tmp_path):
         meta = json.loads(d.read_text())
         assert meta["facts"]["bars"] == sum(s["bars"] for s in meta["facts"]["sections"])
         assert meta["settings"]["style"] in ("FOLK", "CLASSICAL")  # styles the checkpoint knows
+        assert meta["renderer"].startswith("neural") and meta["sample_rate"] == 16000
         for ext in ("mid", "wav", "png"):
             assert d.with_suffix(f".{ext}").stat().st_size > 0
-    assert "time per stage" in first.stdout and "5 demo songs" in first.stdout
+    assert "time per stage" in first.stdout and "5 demo songs" in first.stdout and "3 train renderer" in first.stdout
     assert (tmp_path / "processed/summary.md").is_file() and (tmp_path / "ckpt/symbolic/micro/best.pt").is_file()
     # a rerun skips what is up to date
     mtime = (tmp_path / "ckpt/symbolic/micro/last.pt").stat().st_mtime
+    r_mtime = (tmp_path / "ckpt/renderer/micro/last.pt").stat().st_mtime
+    demo_mtime = demos[0].stat().st_mtime
     second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "up to date" in second.stderr
     assert (tmp_path / "ckpt/symbolic/micro/last.pt").stat().st_mtime == mtime
+    assert (tmp_path / "ckpt/renderer/micro/last.pt").stat().st_mtime == r_mtime
+    assert demos[0].stat().st_mtime == demo_mtime

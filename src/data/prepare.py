@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import multiprocessing as mp
 import os
 import statistics
 import sys
@@ -23,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
+from src.data.audio_pairs import AudioPairsConfig, build_audio_pairs
 from src.data.folder_source import FolderSource, FolderSourceConfig
 from src.data.labels import LabelConfig, RejectedPiece, analyse, caption
 from src.data.music21_source import Music21Source, Music21SourceConfig
@@ -35,6 +34,7 @@ from src.data.tokenizer import TokenizerConfig, load_tokenizer, tokenizer_hash, 
 from src.utils.config import ConfigError, add_config_args, load_config, save_config
 from src.utils.io import sha256_text, write_json, write_jsonl, write_text
 from src.utils.logging import setup_logging
+from src.utils.parallel import pool_map
 
 log = logging.getLogger("prepare")
 
@@ -50,6 +50,7 @@ class DataConfig:
     labels: LabelConfig = field(default_factory=LabelConfig)
     splits: SplitConfig = field(default_factory=SplitConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    audio: AudioPairsConfig = field(default_factory=AudioPairsConfig)  # renderer training pairs (stage 3)
     shard_tokens: int = 50_000_000  # tokens per shard file
 
 
@@ -90,15 +91,6 @@ def _tokenise_job(job: tuple[int, str]) -> tuple[int, np.ndarray | None, int, st
         return row, None, 0, f"tokenisation failed: {type(e).__name__}: {e}"[:200]
 
 
-def _pool_map(fn, jobs: list, workers: int, desc: str, initializer=None, initargs=()) -> list:
-    if workers <= 1 or len(jobs) < 8:
-        if initializer:
-            initializer(*initargs)
-        return [fn(j) for j in tqdm(jobs, desc=desc, unit="piece")]
-    with mp.get_context("fork").Pool(workers, initializer, initargs) as pool:
-        return list(tqdm(pool.imap(fn, jobs, chunksize=8), total=len(jobs), desc=desc, unit="piece"))
-
-
 def _file_stamp(path: str) -> str:
     st = os.stat(path)
     return f"{st.st_size}:{st.st_mtime_ns}"
@@ -125,7 +117,7 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
         raise RuntimeError(f"duplicate piece ids (first: {dup[0]}); give folder sources distinct names")
 
     # 2. labels and 3. splits
-    results = _pool_map(_analyse_job, [(p, cfg.labels) for p in pieces], workers, "analyse")
+    results = pool_map(_analyse_job, [(p, cfg.labels) for p in pieces], workers, "analyse")
     rows: list[dict[str, Any]] = []
     for res in results:
         if isinstance(res, Rejection):
@@ -165,7 +157,7 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
         rejected += [Rejection(**r) for r in meta["rejected"]]
     else:
         jobs = [(r["row"], r["midi_path"]) for r in rows]
-        encoded = _pool_map(_tokenise_job, jobs, workers, "tokenise", _tok_init, (str(tok_path),))
+        encoded = pool_map(_tokenise_job, jobs, workers, "tokenise", _tok_init, (str(tok_path),))
         kept, seqs, tok_rejects = [], [], []
         for (row, ids, n_base, err), r in zip(encoded, rows):
             if ids is None or len(ids) == 0:
@@ -180,8 +172,17 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
         write_jsonl(prev_manifest, kept)
         rejected += tok_rejects
 
+    # 6. aligned audio pairs for the renderer (cached per piece)
+    pairs = None
+    if cfg.audio.enabled:
+        pairs = build_audio_pairs(cfg.audio, kept, tok_path, tok_hash, out / "audio_pairs", workers)
+
     write_jsonl(out / "rejected.jsonl", [asdict(r) for r in rejected])
     summary = summarise(kept, rejected, time.time() - t0, tok_hash)
+    if pairs is not None:
+        summary["audio_segments"] = pairs["segments"]
+        summary["audio_tokens_per_segment"] = pairs["tokens_per_segment_mean"]
+        summary["audio_failed"] = len(pairs["failed"])
     write_json(out / "summary.json", summary)
     write_text(out / "summary.md", format_summary(summary))
     return summary
@@ -217,6 +218,8 @@ def format_summary(s: dict[str, Any]) -> str:
         f"| tokens (BPE) | {s['tokens']} (mean {s['tokens_per_piece_mean']}, median {s['tokens_per_piece_median']} a piece) |",
         f"| BPE compression | {s['bpe_compression']} base tokens per token |",
         f"| rejected | {s['rejected']} |",
+        *[f"| audio segments: {k} | {n} |" for k, n in s.get("audio_segments", {}).items()],
+        *([f"| audio pieces failed | {s['audio_failed']} |"] if "audio_failed" in s else []),
         f"| run time | {s['seconds']} s |",
     ]
     return "\n".join(lines) + "\n"

@@ -2,7 +2,8 @@
 
     python -m src.generation.demos [--config config/generation.yaml] [--preset tiny] [--force]
 
-A demo whose JSON already records the current checkpoint (by hash) is up to date and skipped.
+Audio comes from the preset's neural renderer when its checkpoint exists, else FluidSynth. A demo
+whose JSON already records the current planner and renderer checkpoints (by hash) is skipped.
 """
 
 from __future__ import annotations
@@ -59,15 +60,19 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", e)
         return 1
     digest = sha256_file(ckpt)[:16]
+    renderer = Path(cfg.renderer_checkpoint.format(preset=cfg.preset))
+    renderer_digest = sha256_file(renderer)[:16] if renderer.is_file() else None
     known = load_checkpoint(ckpt)["data_stats"]["styles"]
     out = Path(cfg.output_dir)
     for i, (emotion, (styles, prompt, tempo, form, key)) in enumerate(DEMOS.items()):
         style = next((s for s in styles if s in known), styles[0])
         name = f"demo_{emotion.lower()}"
         meta = out / f"{name}.json"
-        if not args.force and meta.is_file() and json.loads(meta.read_text())["checkpoint"]["sha256"] == digest:
-            log.info("%s: up to date", name)
-            continue
+        if not args.force and meta.is_file():
+            old = json.loads(meta.read_text())
+            if old["checkpoint"]["sha256"] == digest and old["render"].get("checkpoint_sha256") == renderer_digest:
+                log.info("%s: up to date", name)
+                continue
         req = SongRequest(
             prompt=prompt,
             style=style,
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=100 + i,
             sampling=SamplingConfig(temperature=0.9, top_p=0.95),
         )
-        run_generation(req, cfg, out, name, 1, None, None, True)
+        run_generation(req, cfg, out, name, 1, None, None, False)
     return 0
 
 

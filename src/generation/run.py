@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from src.data.render import find_soundfont, render_midi
+from src.generation.neural_render import NeuralRenderer
 from src.generation.outputs import write_json, write_midi, write_picture, write_wav
 from src.generation.song import GenerationConfig, SongGenerator, SongRequest, parse_form
 from src.models.builders import codec_from_checkpoint, load_planner
@@ -32,6 +33,26 @@ def select_checkpoint(cfg: GenerationConfig, explicit: str | None) -> Path:
     )
 
 
+def select_renderer(
+    cfg: GenerationConfig, explicit: str | None, skip: bool, planner_tokenizer: str
+) -> tuple[NeuralRenderer | None, str, str]:
+    """The neural renderer when asked for or when the preset's checkpoint exists; else FluidSynth (None)."""
+    if skip:
+        return None, "", "--skip_neural_render"
+    path = Path(explicit or cfg.renderer_checkpoint.format(preset=cfg.preset))
+    if not path.is_file():
+        if explicit:
+            raise FileNotFoundError(f"--renderer_ckpt {path} not found; train one with: python 03_train_renderer.py")
+        return None, "", f"no neural renderer checkpoint at {path} (train one with: python 03_train_renderer.py)"
+    neural = NeuralRenderer(path, cfg.neural)
+    if neural.tokenizer_hash != planner_tokenizer:
+        raise ValueError(
+            f"{path}: renderer trained with tokenizer {neural.tokenizer_hash}, the planner with {planner_tokenizer}"
+        )
+    name = f"neural mel diffusion ({path}, step {neural.step}, {cfg.neural.steps} DDIM steps) + Griffin-Lim"
+    return neural, name, "--renderer_ckpt" if explicit else "the preset's renderer checkpoint exists"
+
+
 def run_generation(
     req: SongRequest,
     cfg: GenerationConfig,
@@ -46,15 +67,10 @@ def run_generation(
     model, state = load_planner(ckpt)
     kind = "aligned" if state.get("kind") == "aligned_planner" else "supervised"
     log.info("planner checkpoint: %s (%s, step %d)", ckpt, kind, state["step"])
-    renderer_path = Path(renderer_ckpt or cfg.renderer_checkpoint.format(preset=cfg.preset))
-    if renderer_ckpt and not skip_neural_render:
-        raise RuntimeError(
-            f"--renderer_ckpt {renderer_ckpt}: the neural renderer (stage 3) is not part of this "
-            "version yet; use --skip_neural_render for FluidSynth audio"
-        )
-    soundfont = find_soundfont(cfg.soundfont)
-    renderer = f"fluidsynth ({soundfont})"
-    why = "--skip_neural_render" if skip_neural_render else f"no neural renderer checkpoint at {renderer_path}"
+    neural, renderer, why = select_renderer(cfg, renderer_ckpt, skip_neural_render, state["tokenizer_hash"])
+    soundfont = find_soundfont(cfg.soundfont) if neural is None else ""
+    if neural is None:
+        renderer = f"fluidsynth ({soundfont})"
     log.info("audio: %s, because %s", renderer, why)
 
     codec = codec_from_checkpoint(state)
@@ -82,8 +98,15 @@ def run_generation(
             log.warning("%s: %s", stem, note)
         midi, wav, meta, png = (out_dir / f"{stem}.{ext}" for ext in ("mid", "wav", "json", "png"))
         write_midi(song.score, midi)
-        audio = render_midi(midi, cfg.sample_rate, soundfont, song.facts["duration_s"] + 1.0)
-        write_wav(audio, cfg.sample_rate, wav)
+        seconds = song.facts["duration_s"] + 1.0  # the song plus a release tail
+        render_facts = {}
+        if neural is None:
+            sr = cfg.sample_rate
+            audio = render_midi(midi, sr, soundfont, seconds)
+        else:
+            sr = neural.sample_rate
+            audio, render_facts = neural.render_score(song.score, seconds, r.seed)
+        write_wav(audio, sr, wav)
         settings = {**dataclasses.asdict(r), "sampling": dataclasses.asdict(r.sampling)}
         write_json(
             {
@@ -93,16 +116,18 @@ def run_generation(
                 "checkpoint": ckpt_info,
                 "renderer": renderer,
                 "renderer_reason": why,
+                "render": render_facts,
                 "facts": song.facts,
                 "notes": song.notes,
-                "audio_seconds": round(len(audio) / cfg.sample_rate, 3),
+                "audio_seconds": round(len(audio) / sr, 3),
+                "sample_rate": sr,
             },
             meta,
         )
         write_picture(
             song.score,
             audio,
-            cfg.sample_rate,
+            sr,
             sections,
             png,
             f"{stem}: {r.style.lower()}, {r.emotion.lower()}, {r.tempo:g} BPM, {song.facts['estimated_key']}",

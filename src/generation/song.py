@@ -30,6 +30,7 @@ from src.data.labels import notes_array
 from src.data.planner_dataset import BOS, EOS
 from src.data.programs import instruments_in_prompt, program_name
 from src.data.tokenizer import TokenCodec
+from src.generation.neural_render import NeuralRenderConfig
 from src.models.conditions import Conditions, batch, key_id
 from src.models.sampling import Grammar, PlannerStepper, SamplingConfig, filter_logits
 from src.models.symbolic_planner import EMOTIONS, STYLES, SymbolicPlanner
@@ -444,3 +445,4 @@ class GenerationConfig:
     default_forms: dict[str, str] = field(default_factory=dict)
     default_tempo: dict[str, float] = field(default_factory=dict)
     controls: SongControls = field(default_factory=SongControls)
+    neural: NeuralRenderConfig = field(default_factory=NeuralRenderConfig)

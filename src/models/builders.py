@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from src.data.tokenizer import TokenCodec, load_tokenizer, tokenizer_hash
+from src.models.audio_renderer import AudioRenderer, RendererConfig
+from src.models.diffusion import DiffusionConfig
 from src.models.symbolic_planner import PlannerConfig, SymbolicPlanner
 from src.training.checkpoint import load_checkpoint
 
@@ -33,6 +35,32 @@ def load_planner(path: str | Path, data_dir: str | Path | None = None) -> tuple[
     state = load_checkpoint(path, expect, made_by="python 02_train_symbolic.py")
     model = SymbolicPlanner(PlannerConfig(**state["model_config"]))
     model.load_state_dict(state["model"])
+    return model.eval(), state
+
+
+def resolve_renderer_config(cfg: RendererConfig, codec: TokenCodec, pairs_index: dict) -> RendererConfig:
+    """Fill what the data decides: vocabulary, token window and the mel grid (0 = auto; else must agree)."""
+    data = {
+        "vocab_size": len(codec.bpe_to_base),
+        "max_tokens": pairs_index["max_tokens"],
+        "n_mels": pairs_index["mel"]["n_mels"],
+        "frames": pairs_index["segment_frames"],
+    }
+    for key, value in data.items():
+        if getattr(cfg, key) not in (0, value):
+            raise ValueError(f"model.{key}={getattr(cfg, key)} but the audio pairs have {value} (use 0 = auto)")
+    return dataclasses.replace(cfg, **data)
+
+
+def load_renderer(path: str | Path) -> tuple[AudioRenderer, dict]:
+    """Rebuild the renderer from a checkpoint alone, with its EMA weights when it has them; eval mode."""
+    state = load_checkpoint(path, made_by="python 03_train_renderer.py")
+    if state.get("kind") != "audio_renderer":
+        raise ValueError(f"{path}: not a renderer checkpoint (kind {state.get('kind')!r})")
+    mc = dict(state["model_config"])
+    mc["diffusion"] = DiffusionConfig(**mc["diffusion"])
+    model = AudioRenderer(RendererConfig(**mc))
+    model.load_state_dict(state.get("ema", state["model"]))
     return model.eval(), state
 
 

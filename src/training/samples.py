@@ -66,3 +66,40 @@ def log_sample(
     with atomic_path(out) as tmp:
         score.dump_midi(str(tmp))
     writer.add_figure("sample/piano_roll", piano_roll_figure(score, f"step {step}"), step)
+
+
+def mel_figure(mels: list[np.ndarray], titles: list[str]):
+    """Log-mel spectrograms [n_mels, F] one above the other."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(mels), 1, figsize=(8, 2.2 * len(mels)), squeeze=False)
+    lo, hi = min(float(m.min()) for m in mels), max(float(m.max()) for m in mels)
+    for ax, m, title in zip(axes[:, 0], mels, titles):
+        ax.imshow(m, origin="lower", aspect="auto", vmin=lo, vmax=hi, cmap="magma")
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel("mel bin")
+    axes[-1, 0].set_xlabel("frame")
+    fig.tight_layout()
+    return fig
+
+
+@torch.no_grad()
+def log_render_sample(model, item: dict, extras: dict, writer, step: int, steps: int, seed: int) -> None:
+    """Render one validation segment; log its audio and mel beside the FluidSynth reference's."""
+    from src.generation.neural_render import sample_mels
+    from src.models.vocoder import MelConfig, mel_to_audio
+
+    mel_cfg = MelConfig(**extras["mel"])
+    mean, std = extras["mel_mean"], extras["mel_std"]
+    gen = torch.Generator().manual_seed(seed)
+    x = sample_mels(model, item["tokens"][None], item["tokens_mask"][None], item["roll"][None], steps, generator=gen)
+    pred = x[0, 0].float().cpu() * std + mean
+    ref = item["mel"][0] * std + mean
+    for name, mel in (("neural", pred), ("reference", ref)):
+        audio = mel_to_audio(mel, mel_cfg, generator=torch.Generator().manual_seed(seed))
+        writer.add_audio(f"render/{name}", torch.from_numpy(audio)[None], step, sample_rate=mel_cfg.sample_rate)
+    fig = mel_figure([ref.numpy(), pred.numpy()], ["FluidSynth reference", f"renderer, step {step}"])
+    writer.add_figure("render/mel", fig, step)

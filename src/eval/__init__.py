@@ -1,0 +1,1 @@
+"""Evaluation metrics: symbolic music (per piece, between sets) and rendered audio."""
