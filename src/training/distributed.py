@@ -41,7 +41,9 @@ def setup_distributed(device: str = "auto") -> DistInfo:
 
 
 def cleanup_distributed() -> None:
+    """Leave together: a rank that tears gloo down while a peer still talks to it aborts."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

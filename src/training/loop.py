@@ -267,4 +267,6 @@ def fit(
                 judged.train(judged is raw_model)
     if writer is not None:
         writer.close()
+    if info.enabled:  # no rank leaves while rank 0 still evaluates or writes
+        torch.distributed.barrier()
     return {"step": step, "val_loss": val, "best_val": best_val, "model": ema if ema is not None else raw_model}
