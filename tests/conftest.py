@@ -8,6 +8,7 @@ import pytest
 
 from src.data.audio_pairs import AudioPairsConfig
 from src.data.music21_source import CorpusCollection
+from src.data.preferences import PreferenceConfig
 from src.data.prepare import DataConfig, prepare
 from src.models.audio_renderer import RendererConfig
 from src.models.symbolic_planner import PlannerConfig
@@ -45,6 +46,9 @@ def micro_data_config(tmp: Path) -> DataConfig:
         train_pieces=4,
         validation_pieces=2,
         max_segments_per_piece=3,
+    )
+    cfg.preference = PreferenceConfig(
+        enabled=True, out_path=str(tmp / "subsets/preference_data.json"), train_pairs=10, validation_pairs=4
     )
     return cfg
 

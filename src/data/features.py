@@ -127,3 +127,94 @@ def segment_sections(
         run = run + 1 if b and lab == bar_labels[b - 1] else 0
         index.append(run)
     return bar_labels, index
+
+
+# --------------------------------------------------------------------- per-piece quality metrics
+# (MusPy / Yang & Lerch style; used by the heuristic preference scorer and the evaluation)
+
+
+def grid_alignment(notes: np.ndarray, tpq: int, grid: int = 4) -> float:
+    """Share of onsets on a 1/``grid``-beat grid (within a 32nd of a beat); 1 for no notes."""
+    if not len(notes):
+        return 1.0
+    step = tpq / grid
+    off = np.abs(notes[:, 0] / step - np.round(notes[:, 0] / step)) * step
+    return float((off <= tpq / 32).mean())
+
+
+def onset_patterns(notes: np.ndarray, starts: np.ndarray, tpq: int, grid: int = 4) -> np.ndarray:
+    """(bars, positions) binary onset pattern of every bar on a 1/``grid``-beat grid."""
+    bar_len = int(np.diff(starts).max()) if len(starts) > 1 else 4 * tpq
+    n_pos = max(1, int(round(bar_len * grid / tpq)))
+    pat = np.zeros((len(starts), n_pos), dtype=bool)
+    if len(notes):
+        bar = np.clip(np.searchsorted(starts, notes[:, 0], side="right") - 1, 0, len(starts) - 1)
+        pos = np.clip(np.round((notes[:, 0] - starts[bar]) * grid / tpq).astype(int), 0, n_pos - 1)
+        pat[bar, pos] = True
+    return pat
+
+
+def groove_consistency(notes: np.ndarray, starts: np.ndarray, tpq: int, grid: int = 4) -> float:
+    """1 - mean Hamming distance (share of positions) between consecutive bars' onset patterns (MusPy)."""
+    pat = onset_patterns(notes, starts, tpq, grid)
+    if len(pat) < 2:
+        return 1.0
+    return float(1 - (pat[1:] != pat[:-1]).mean())
+
+
+def pitch_range(notes: np.ndarray) -> int:
+    pitched = notes[notes[:, 3] == 0] if len(notes) else notes
+    return int(pitched[:, 2].max() - pitched[:, 2].min()) if len(pitched) else 0
+
+
+def polyphony(notes: np.ndarray) -> float:
+    """Mean number of notes sounding at each distinct onset time (MusPy's polyphony, at onsets)."""
+    if not len(notes):
+        return 0.0
+    onsets = np.unique(notes[:, 0])
+    ends = notes[:, 0] + notes[:, 1]
+    return float(np.mean([((notes[:, 0] <= t) & (ends > t)).sum() for t in onsets]))
+
+
+def empty_bar_rate(notes: np.ndarray, starts: np.ndarray, end_tick: int) -> float:
+    """Share of bars (up to ``end_tick``) in which no note sounds."""
+    bounds = np.append(starts, max(end_tick, starts[-1] + 1))
+    empty = 0
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        empty += not (len(notes) and ((notes[:, 0] < b) & (notes[:, 0] + notes[:, 1] > a)).any())
+    return empty / len(starts)
+
+
+def silence_ratio(notes: np.ndarray, end_tick: int, min_gap: int = 0) -> float:
+    """Share of [0, end_tick) covered by gaps longer than ``min_gap`` ticks in which nothing sounds."""
+    if end_tick <= 0:
+        return 0.0
+    if not len(notes):
+        return 1.0
+    order = np.argsort(notes[:, 0])
+    silent, reach = 0, 0
+    for s, d in notes[order, :2]:
+        if s - reach > min_gap:
+            silent += s - reach
+        reach = max(reach, s + d)
+    if end_tick - reach > min_gap:
+        silent += end_tick - reach
+    return float(silent / end_tick)
+
+
+def repetition(contents: list[frozenset], same: float = 0.9) -> tuple[float, float]:
+    """(share of non-empty bars that repeat an earlier bar, share of distinct non-empty bars)."""
+    bars = [c for c in contents if c]
+    if not bars:
+        return 0.0, 0.0
+    repeats = sum(any(jaccard(b, bars[j]) >= same for j in range(i)) for i, b in enumerate(bars))
+    return repeats / len(bars), 1 - repeats / len(bars)
+
+
+def longest_identical_run(contents: list[frozenset], same: float = 0.9) -> int:
+    """Length of the longest run of consecutive non-empty bars that repeat the same bar (a loop)."""
+    best = run = 1 if contents else 0
+    for a, b in zip(contents, contents[1:]):
+        run = run + 1 if a and b and jaccard(a, b) >= same else 1
+        best = max(best, run)
+    return best

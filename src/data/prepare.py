@@ -26,6 +26,8 @@ import numpy as np
 from src.data.audio_pairs import AudioPairsConfig, build_audio_pairs
 from src.data.folder_source import FolderSource, FolderSourceConfig
 from src.data.labels import LabelConfig, RejectedPiece, analyse, caption
+from src.data.preferences import PreferenceConfig, build_synthetic_pairs
+from src.data.scoring import SCORER_VERSION
 from src.data.music21_source import Music21Source, Music21SourceConfig
 from src.data.sources import RawPiece, Rejection, Source
 from src.data.splits import SplitConfig, split_of
@@ -51,6 +53,7 @@ class DataConfig:
     splits: SplitConfig = field(default_factory=SplitConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     audio: AudioPairsConfig = field(default_factory=AudioPairsConfig)  # renderer training pairs (stage 3)
+    preference: PreferenceConfig = field(default_factory=PreferenceConfig)  # synthetic DPO pairs (stage 4)
     shard_tokens: int = 50_000_000  # tokens per shard file
 
 
@@ -177,12 +180,30 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
     if cfg.audio.enabled:
         pairs = build_audio_pairs(cfg.audio, kept, tok_path, tok_hash, out / "audio_pairs", workers)
 
+    # 7. synthetic preference pairs (real passage vs a corrupted copy), cached by their inputs
+    prefs = None
+    if cfg.preference.enabled:
+        pref_fp = sha256_text(json.dumps([tokens_fp, asdict(cfg.preference), SCORER_VERSION]))
+        state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+        if Path(cfg.preference.out_path).is_file() and state.get("preference_fingerprint") == pref_fp:
+            log.info("preference pairs up to date: %s", cfg.preference.out_path)
+            prefs = state["preference_summary"]
+        else:
+            from src.data.token_store import TokenStore
+            from src.data.tokenizer import TokenCodec
+
+            prefs = build_synthetic_pairs(cfg.preference, kept, TokenStore(out), TokenCodec(load_tokenizer(tok_path)),
+                                          tok_hash)
+            write_json(state_path, {**state, "preference_fingerprint": pref_fp, "preference_summary": prefs})
+
     write_jsonl(out / "rejected.jsonl", [asdict(r) for r in rejected])
     summary = summarise(kept, rejected, time.time() - t0, tok_hash)
     if pairs is not None:
         summary["audio_segments"] = pairs["segments"]
         summary["audio_tokens_per_segment"] = pairs["tokens_per_segment_mean"]
         summary["audio_failed"] = len(pairs["failed"])
+    if prefs is not None:
+        summary["preference_pairs"] = prefs
     write_json(out / "summary.json", summary)
     write_text(out / "summary.md", format_summary(summary))
     return summary
@@ -220,6 +241,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"| rejected | {s['rejected']} |",
         *[f"| audio segments: {k} | {n} |" for k, n in s.get("audio_segments", {}).items()],
         *([f"| audio pieces failed | {s['audio_failed']} |"] if "audio_failed" in s else []),
+        *[f"| preference pairs: {k} | {n} |" for k, n in s.get("preference_pairs", {}).get("by_source", {}).items()],
         f"| run time | {s['seconds']} s |",
     ]
     return "\n".join(lines) + "\n"

@@ -153,6 +153,8 @@ def generate(
     prev = prompt[:, -1]
     for _ in range(max_new_tokens):
         allowed = grammar.mask(prev) if grammar is not None else None
+        if allowed is not None:  # finished rows (prev = PAD) draw anything; their token is PAD anyway
+            allowed = allowed | done[:, None]
         probs = filter_logits(logits, cfg, allowed).softmax(-1)
         nxt = (
             torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(prompt.device)

@@ -1,0 +1,272 @@
+"""DPO alignment of the planner (Rafailov et al. 2023, "Direct Preference Optimization").
+
+    loss = -log sigmoid( beta * [ (log pi(y_w|x) - log ref(y_w|x)) - (log pi(y_l|x) - log ref(y_l|x)) ] )
+
+log pi(y|x) sums the policy's token log-probabilities over the **continuation** tokens only
+(a label mask: targets of the prompt and of padding are IGNORE), with chosen and rejected
+sharing the prompt and the conditions. The reference is a frozen copy of the supervised
+planner in eval mode. An optional supervised term adds the chosen continuation's mean NLL.
+On-policy pairs: several continuations sampled from the supervised model per condition, scored
+by the heuristic scorer, best against worst when the margin is large enough.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from src.data.planner_dataset import BOS, IGNORE
+from src.training.loop import LoopConfig
+
+log = logging.getLogger("alignment")
+COND_KEYS = (
+    "text",
+    "text_mask",
+    "style",
+    "emotion",
+    "tempo",
+    "key",
+    "timesig",
+    "programs",
+    "programs_mask",
+    "plan_label",
+    "plan_index",
+    "plan_mask",
+)
+
+
+@dataclass
+class DPOTrainConfig(LoopConfig):
+    beta: float = 0.1
+    sft_weight: float = 0.0  # weight of the chosen continuation's NLL (0 = pure DPO)
+    policy_dropout: float = 0.0  # dropout inside the policy while aligning (noisy log-probs hurt DPO)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.beta <= 0:
+            raise ValueError(f"train.beta must be > 0, got {self.beta}")
+
+
+@dataclass
+class OnPolicyConfig:
+    conditions: int = 0  # training pieces whose conditions + opening bars prompt the sampler (0 = off)
+    samples: int = 4  # continuations per condition
+    prompt_bars: int = 2
+    continuation_bars: int = 4
+    max_new_tokens: int = 200
+    temperature: float = 1.0
+    top_p: float = 0.95
+    min_margin: float = 0.05  # heuristic score gap needed to make a pair
+
+
+@dataclass
+class AlignmentConfig:
+    symbolic_ckpt: str = "checkpoints/symbolic/tiny/best.pt"
+    data_dir: str = "data/processed/tiny"
+    pref_data: str = "data/subsets/tiny/preference_data.json"
+    extra_pref_data: list[str] = field(default_factory=list)  # e.g. human-labelled pair files
+    out_dir: str = "checkpoints/aligned/tiny"
+    run_dir: str = "runs/aligned"
+    run_name: str = "tiny"
+    on_policy: OnPolicyConfig = field(default_factory=OnPolicyConfig)
+    train: DPOTrainConfig = field(default_factory=DPOTrainConfig)
+
+
+def sequence_logps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, cond: dict[str, torch.Tensor]):
+    """Per sequence: summed log-prob of the target tokens (y != IGNORE), their count, and the logits."""
+    logits = model(x, cond).float()  # (B, T, V)
+    mask = y != IGNORE
+    logp = torch.gather(logits.log_softmax(-1), 2, y.clamp_min(0)[..., None])[..., 0]
+    return (logp * mask).sum(1), mask.sum(1), logits
+
+
+def dpo_loss(
+    pi_chosen: torch.Tensor,
+    pi_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """DPO loss (Rafailov et al. 2023, eq. 7) from summed log-probs [B]; plus its implicit rewards."""
+    reward_c = beta * (pi_chosen - ref_chosen)
+    reward_r = beta * (pi_rejected - ref_rejected)
+    loss = -F.logsigmoid(reward_c - reward_r).mean()
+    return loss, {
+        "reward_chosen": reward_c.detach().mean(),
+        "reward_rejected": reward_r.detach().mean(),
+        "margin": (reward_c - reward_r).detach().mean(),
+        "accuracy": (reward_c > reward_r).float().detach().mean(),
+    }
+
+
+class DPOTask:
+    """The shared loop's stage-4 task: policy vs a frozen reference on preference pairs."""
+
+    kind = "aligned_planner"
+
+    def __init__(self, cfg: AlignmentConfig, reference: torch.nn.Module, state: dict, val_ds, extras: dict):
+        self.cfg, self.beta = cfg, cfg.train.beta
+        self.reference = reference
+        self.model_config = state["model_config"]
+        self.val_ds, self._extras = val_ds, extras
+        self.last: dict[str, float] = {}
+
+    def _forward(self, model, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cond = {k: batch[k] for k in COND_KEYS}
+        both = {k: torch.cat([v, v]) for k, v in cond.items()}
+        x = torch.cat([batch["x_chosen"], batch["x_rejected"]])
+        y = torch.cat([batch["y_chosen"], batch["y_rejected"]])
+        pi, n, logits = sequence_logps(model, x, y, both)
+        with torch.no_grad():
+            self.reference.to(x.device)
+            ref, _, ref_logits = sequence_logps(self.reference, x, y, both)
+        B = batch["x_chosen"].shape[0]
+        loss, stats = dpo_loss(pi[:B], pi[B:], ref[:B], ref[B:], self.beta)
+        sft = -(pi[:B] / n[:B].clamp_min(1)).mean()
+        if self.cfg.train.sft_weight:
+            loss = loss + self.cfg.train.sft_weight * sft
+        with torch.no_grad():  # KL(policy || reference) per continuation token of the chosen sequences
+            mask = (y[:B] != IGNORE)[..., None]
+            lp, lr = logits[:B].log_softmax(-1), ref_logits[:B].log_softmax(-1)
+            kl = ((lp.exp() * (lp - lr)) * mask).sum() / mask.sum().clamp_min(1)
+        return loss, {**stats, "sft_nll": sft.detach(), "kl": kl}
+
+    def loss(self, model, batch, gen):
+        loss, stats = self._forward(model, batch)
+        self.last = {k: float(v) for k, v in stats.items()}
+        return loss, int(batch["x_chosen"].shape[0])
+
+    @torch.no_grad()
+    def validate(self, model) -> float:
+        if not len(self.val_ds):
+            return float("nan")
+        was = model.training
+        model.eval()
+        dev = next(model.parameters()).device
+        totals: dict[str, float] = {}
+        n = 0
+        for batch in DataLoader(self.val_ds, batch_size=16):
+            batch = {k: v.to(dev) for k, v in batch.items()}
+            loss, stats = self._forward(model, batch)
+            b = batch["x_chosen"].shape[0]
+            for k, v in {"loss": loss, **stats}.items():
+                totals[k] = totals.get(k, 0.0) + float(v) * b
+            n += b
+        model.train(was)
+        self.val_stats = {k: v / n for k, v in totals.items()}
+        return self.val_stats["loss"]
+
+    def extras(self) -> dict[str, Any]:
+        return self._extras
+
+    def on_eval(self, model, writer, step: int) -> None:
+        if writer is None:
+            return
+        for k, v in self.last.items():
+            writer.add_scalar(f"train/{k}", v, step)
+        for k, v in getattr(self, "val_stats", {}).items():
+            writer.add_scalar(f"val/{k}", v, step)
+        log.info("step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in getattr(self, "val_stats", {}).items()))
+
+
+def set_dropout(model: torch.nn.Module, p: float) -> None:
+    """Set every dropout rate of the planner (modules and attention) to ``p``."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = p
+        if hasattr(m, "dropout") and isinstance(m.dropout, float):
+            m.dropout = p
+
+
+# ----------------------------------------------------------------------------- on-policy pairs
+
+
+@torch.no_grad()
+def sample_continuations(
+    model, codec, row: dict, store, text_emb: np.ndarray, cfg: OnPolicyConfig, n: int, gen: torch.Generator
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The piece's first ``prompt_bars`` bars and ``n`` sampled continuations of ``continuation_bars`` bars."""
+    from src.data.planner_dataset import row_conditions
+    from src.data.preferences import bar_token_starts
+    from src.models.conditions import batch as cond_batch
+    from src.models.sampling import Grammar, SamplingConfig, generate
+
+    ids = store[store.row_to_item[row["row"]]].astype(np.int64)
+    starts = bar_token_starts(ids, codec)
+    if len(starts) <= cfg.prompt_bars:
+        return ids[:0], []
+    prompt = ids[: starts[cfg.prompt_bars]]
+    cond = cond_batch([row_conditions(row, text_emb[row["row"]], 0)] * n, model.cfg)
+    context = prompt[-(model.cfg.block_size // 2 - 1) :]  # a long prompt keeps its end (room to sample)
+    x0 = torch.tensor([[BOS, *context.tolist()]] * n)
+    sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p)
+    out = generate(model, lambda _, c=cond: c, x0, cfg.max_new_tokens, sampling, gen, Grammar(codec))
+    conts = []
+    for seq in out[:, x0.shape[1] :].tolist():
+        seq = np.array([t for t in seq if t > 3], dtype=np.int64)
+        bs = bar_token_starts(seq, codec)
+        if len(bs) > cfg.continuation_bars:  # cut at the bar after the last wanted one
+            seq = seq[: bs[cfg.continuation_bars]]
+        conts.append(seq)
+    return prompt, conts
+
+
+@torch.no_grad()
+def on_policy_pairs(
+    model, codec, rows: list[dict], store, text_emb: np.ndarray, cfg: OnPolicyConfig, scorer, seed: int
+) -> list[dict]:
+    """Sample continuations of real openings from the supervised ``model``; pair best vs worst by score."""
+    from tqdm import tqdm
+
+    from src.data.preferences import row_condition_dict
+    from src.data.scoring import score_tokens
+
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    pairs = []
+    for row in tqdm(
+        [rows[i] for i in rng.permutation(len(rows))[: cfg.conditions]], desc="on-policy pairs", unit="condition"
+    ):
+        prompt, conts = sample_continuations(model, codec, row, store, text_emb, cfg, cfg.samples, gen)
+        scored = [
+            (score_tokens(c, codec.tok, row["tempo"], row["time_signature"], row["emotion"], scorer)["total"], i)
+            for i, c in enumerate(conts)
+            if len(c)
+        ]
+        if len(scored) < 2:
+            continue
+        best, worst = max(scored), min(scored)
+        if best[0] - worst[0] < cfg.min_margin:
+            continue
+        pairs.append(
+            {
+                "id": f"{row['id']}#onpolicy",
+                "split": "train",
+                "conditions": row_condition_dict(row, 0),
+                "prompt": prompt.tolist(),
+                "chosen": conts[best[1]].tolist(),
+                "rejected": conts[worst[1]].tolist(),
+                "source": "on_policy",
+                "scores": {"chosen": round(best[0], 4), "rejected": round(worst[0], 4)},
+            }
+        )
+    return pairs
+
+
+def reference_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A frozen copy in eval mode: no gradients, no dropout."""
+    ref = copy.deepcopy(model).eval()
+    ref.requires_grad_(False)
+    return ref
+
+
+def model_config_dict(model) -> dict:
+    return dataclasses.asdict(model.cfg)

@@ -1,0 +1,121 @@
+"""Stage 4: DPO alignment of the supervised planner on synthetic, on-policy and human pairs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from src.data.preferences import PreferenceDataset, load_pairs
+from src.data.scoring import ScorerConfig
+from src.models.alignment import AlignmentConfig, DPOTask, on_policy_pairs, reference_copy, set_dropout
+from src.models.builders import codec_from_checkpoint, load_planner
+from src.training.distributed import DistInfo, setup_distributed
+from src.training.loop import fit
+from src.utils.config import save_config
+from src.utils.io import read_jsonl, sha256_file, sha256_text, write_json
+
+log = logging.getLogger("align")
+
+
+def build_on_policy(cfg: AlignmentConfig, model, codec, state: dict, out_dir: Path) -> Path | None:
+    """Sample and score on-policy pairs once (cached by checkpoint and settings); their file's path."""
+    if not cfg.on_policy.conditions:
+        return None
+    from src.data.planner_dataset import caption_embeddings
+    from src.data.token_store import TokenStore
+
+    path = out_dir / "on_policy_pairs.json"
+    key = sha256_text(json.dumps([sha256_file(cfg.symbolic_ckpt), dataclasses.asdict(cfg.on_policy), cfg.train.seed]))
+    if path.is_file() and json.loads(path.read_text()).get("key") == key:
+        log.info("on-policy pairs up to date: %s", path)
+        return path
+    rows = [r for r in read_jsonl(Path(cfg.data_dir) / "manifest.jsonl") if r["split"] == "train"]
+    pairs = on_policy_pairs(
+        model,
+        codec,
+        rows,
+        TokenStore(cfg.data_dir),
+        caption_embeddings(cfg.data_dir),
+        cfg.on_policy,
+        ScorerConfig(),
+        cfg.train.seed,
+    )
+    log.info("on-policy pairs: %d from %d conditions", len(pairs), cfg.on_policy.conditions)
+    write_json(path, {"tokenizer_hash": state["tokenizer_hash"], "key": key, "pairs": pairs})
+    return path
+
+
+def train(cfg: AlignmentConfig, info: DistInfo | None = None, stop_after: int | None = None) -> dict[str, Any]:
+    info = info or setup_distributed(cfg.train.device)
+    tc, out_dir = cfg.train, Path(cfg.out_dir)
+    torch.manual_seed(tc.seed + info.rank)
+    policy, state = load_planner(cfg.symbolic_ckpt, cfg.data_dir)
+    codec = codec_from_checkpoint(state)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [Path(cfg.pref_data), *map(Path, cfg.extra_pref_data)]
+    if info.is_main:
+        save_config(cfg, out_dir / "alignment_config.yaml")
+        build_on_policy(cfg, policy, codec, state, out_dir)
+    if info.enabled:
+        torch.distributed.barrier()
+    if cfg.on_policy.conditions:
+        files.append(out_dir / "on_policy_pairs.json")
+    pairs = [p for f in files for p in load_pairs(f, codec.tok, state["tokenizer_hash"])]
+    train_pairs = [p for p in pairs if p.split != "validation"]
+    val_pairs = [p for p in pairs if p.split == "validation"]
+    from src.models.text_encoder import embed_texts
+
+    texts = sorted({p.conditions.get("text", "") for p in pairs} - {""})
+    text_emb = dict(zip(texts, embed_texts(texts))) if texts else {}
+    mcfg = policy.cfg
+    train_ds = PreferenceDataset(train_pairs, mcfg, text_emb)
+    val_ds = PreferenceDataset(val_pairs, mcfg, text_emb)
+    reference = reference_copy(policy)
+    set_dropout(policy, tc.policy_dropout)
+    policy.train()
+    if info.is_main:
+        by_source: dict[str, int] = {}
+        for p in train_pairs:
+            by_source[p.source.split(":")[0]] = by_source.get(p.source.split(":")[0], 0) + 1
+        log.info(
+            "DPO: %d train pairs %s, %d validation; beta %.3g; reference %s (step %d)",
+            len(train_pairs),
+            by_source,
+            len(val_pairs),
+            tc.beta,
+            cfg.symbolic_ckpt,
+            state["step"],
+        )
+    extras = {
+        "tokenizer_hash": state["tokenizer_hash"],
+        "tokenizer_json": state["tokenizer_json"],
+        "data_stats": state["data_stats"],
+        "data_dir": cfg.data_dir,
+        "reference": {"path": cfg.symbolic_ckpt, "sha256": sha256_file(cfg.symbolic_ckpt)[:16], "step": state["step"]},
+        "pair_files": [str(f) for f in files],
+    }
+    task = DPOTask(cfg, reference, state, val_ds, extras)
+    result = fit(
+        policy,
+        task,
+        train_ds,
+        tc,
+        info,
+        out_dir,
+        Path(cfg.run_dir) / cfg.run_name,
+        dataclasses.asdict(cfg),
+        stop_after,
+        state["tokenizer_hash"],
+    )
+    return {
+        **result,
+        "params": policy.num_params(),
+        "val_stats": getattr(task, "val_stats", {}),
+        "pairs": len(train_pairs),
+        "reference": reference,
+    }
