@@ -15,10 +15,9 @@ import argparse
 import logging
 import sys
 
-from src.training.distributed import cleanup_distributed, setup_distributed
+from src.training.entry import load_stage_config, run_training
 from src.training.renderer import RendererTrainingConfig, train
-from src.utils.config import ConfigError, add_config_args, load_config
-from src.utils.logging import setup_logging
+from src.utils.config import add_config_args
 
 log = logging.getLogger("03_train_renderer")
 
@@ -27,29 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_config_args(parser, "config/renderer_tiny.yaml")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(RendererTrainingConfig, args.config, args.overrides)
-    except (ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    info = setup_distributed(cfg.train.device)
-    setup_logging("INFO" if info.is_main else "WARNING")
-    try:
-        result = train(cfg, info)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        log.error("%s", e)
-        return 2
-    finally:
-        cleanup_distributed()
-    if info.is_main:
-        log.info(
-            "done: step %d, val loss %.4f (best %.4f), %.2fM parameters",
-            result["step"],
-            result["val_loss"],
-            result["best_val"],
-            result["params"] / 1e6,
-        )
-    return 0
+    return run_training(train, load_stage_config(RendererTrainingConfig, args), log)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,8 @@ import logging
 import sys
 
 from src.models.alignment import AlignmentConfig
-from src.training.distributed import cleanup_distributed, setup_distributed
-from src.utils.config import ConfigError, add_config_args, load_config
-from src.utils.logging import setup_logging
+from src.training.entry import load_stage_config, run_training
+from src.utils.config import add_config_args
 
 log = logging.getLogger("04_preference_alignment")
 
@@ -32,33 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pref_data", default=None, help="synthetic pair file (default: from the config)")
     parser.add_argument("--human_pairs", action="append", default=[], help="extra pair files (repeatable)")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_config(AlignmentConfig, args.config, args.overrides)
-    except (ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_stage_config(AlignmentConfig, args)
     cfg.symbolic_ckpt = args.symbolic_ckpt or cfg.symbolic_ckpt
     cfg.pref_data = args.pref_data or cfg.pref_data
     cfg.extra_pref_data += args.human_pairs
-    info = setup_distributed(cfg.train.device)
-    setup_logging("INFO" if info.is_main else "WARNING")
     from src.training.alignment import train
 
-    try:
-        result = train(cfg, info)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        log.error("%s", e)
-        return 2
-    finally:
-        cleanup_distributed()
-    if info.is_main:
-        log.info(
-            "done: step %d, validation DPO loss %.4f (best %.4f)",
-            result["step"],
-            result["val_loss"],
-            result["best_val"],
-        )
-    return 0
+    return run_training(train, cfg, log, metric="validation DPO loss")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ while [ $# -gt 0 ]; do
     *) echo "run_full_pipeline.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
 done
-for f in "data_$preset.yaml" "symbolic_$preset.yaml" "renderer_$preset.yaml" generation.yaml; do
+for f in "data_$preset.yaml" "symbolic_$preset.yaml" "renderer_$preset.yaml" "alignment_$preset.yaml" generation.yaml; do
   [ -f "$config_dir/$f" ] || { echo "run_full_pipeline.sh: missing $config_dir/$f (preset '$preset')" >&2; exit 2; }
 done
 PY=.venv/bin/python
@@ -45,7 +45,7 @@ train_stage() {  # train_stage NAME SCRIPT CONFIG: --force starts over; torchrun
 }
 train_stage "2 train planner" 02_train_symbolic.py "$config_dir/symbolic_$preset.yaml"
 train_stage "3 train renderer" 03_train_renderer.py "$config_dir/renderer_$preset.yaml"
-echo "=== 4 alignment: not part of this version yet"
+train_stage "4 align planner (DPO)" 04_preference_alignment.py "$config_dir/alignment_$preset.yaml"
 force_flag=(); [ "$force" = 1 ] && force_flag=(--force)
 timed "5 demo songs" "$PY" -m src.generation.demos --config "$config_dir/generation.yaml" --preset "$preset" ${force_flag[@]+"${force_flag[@]}"}
 
@@ -53,7 +53,7 @@ out=$("$PY" -c "import sys; from src.utils.config import load_config; from src.g
 echo
 echo "=== artefacts"
 ls -1 "$out"/demo_* 2>/dev/null | sed 's/^/  /'
-echo "  (data: data/processed/$preset/, checkpoints: checkpoints/symbolic/$preset/, logs: tensorboard --logdir runs/)"
+echo "  (data: data/processed/$preset/ and data/subsets/$preset/; checkpoints: checkpoints/{symbolic,renderer,aligned}/$preset/; logs: tensorboard --logdir runs/)"
 echo "=== time per stage"
 printf '  %s\n' "${report[@]}"
 echo "  total                        $(( $(date +%s) - start ))s"

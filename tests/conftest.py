@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,28 +62,22 @@ def micro_data(tmp_path_factory) -> tuple[DataConfig, dict]:
     return cfg, summary
 
 
-def micro_planner_config(data_dir: str, out: Path, **train) -> SymbolicConfig:
-    """A planner small enough to train two steps in a second (mt3-style test overlay)."""
+def micro_stage(stage_cls: type, train_cls: type, model: Any, data_dir: str, out: Path, train: dict, **defaults: Any):
+    """A stage config with a few-step CPU training overlay (mt3-style); ``train`` overrides it."""
+    base = dict(max_steps=2, global_batch=4, micro_batch=2, lr=1e-3, warmup_steps=1, eval_every=2, log_every=1)
+    tc = train_cls(**{**base, **defaults, "device": "cpu"})
+    for k, v in train.items():
+        setattr(tc, k, v)
+    out_dir, run_dir = str(out / "ckpt"), str(out / "runs")
+    return stage_cls(data_dir=data_dir, out_dir=out_dir, run_dir=run_dir, run_name="t", model=model, train=tc)
 
+
+def micro_planner_config(data_dir: str, out: Path, **train) -> SymbolicConfig:
+    """A planner small enough to train two steps in a second."""
     model = PlannerConfig(
         d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=2, dropout=0.0, block_size=32, max_bars=16, n_text_memory=2
     )
-    tc = TrainConfig(
-        max_steps=2,
-        global_batch=4,
-        micro_batch=2,
-        lr=1e-3,
-        warmup_steps=1,
-        eval_every=2,
-        eval_windows_per_piece=1,
-        log_every=1,
-        device="cpu",
-    )
-    for k, v in train.items():
-        setattr(tc, k, v)
-    return SymbolicConfig(
-        data_dir=data_dir, out_dir=str(out / "ckpt"), run_dir=str(out / "runs"), run_name="t", model=model, train=tc
-    )
+    return micro_stage(SymbolicConfig, TrainConfig, model, data_dir, out, train, eval_windows_per_piece=1)
 
 
 @pytest.fixture(scope="session")
@@ -102,22 +97,8 @@ def micro_renderer_config(data_dir: str, out: Path, **train) -> RendererTraining
     model = RendererConfig(
         d_token=32, token_layers=1, token_heads=2, channels=[8, 16], attn_levels=[1], heads=2, roll_channels=2
     )
-    tc = RendererTrainConfig(
-        max_steps=2,
-        global_batch=4,
-        micro_batch=2,
-        lr=1e-3,
-        warmup_steps=1,
-        eval_every=2,
-        log_every=1,
-        ema_decay=0.9,
-        val_segments=4,
-        device="cpu",
-    )
-    for k, v in train.items():
-        setattr(tc, k, v)
-    return RendererTrainingConfig(
-        data_dir=data_dir, out_dir=str(out / "ckpt"), run_dir=str(out / "runs"), run_name="t", model=model, train=tc
+    return micro_stage(
+        RendererTrainingConfig, RendererTrainConfig, model, data_dir, out, train, ema_decay=0.9, val_segments=4
     )
 
 

@@ -205,6 +205,20 @@ def test_stage1_synthetic_pairs(micro_data):
         assert set(p["scores"]) == {"chosen", "rejected"}
 
 
+def test_stage1_rewrites_a_pair_file_another_run_replaced(micro_data):
+    """The file's own fingerprint decides whether it is current (not a record beside the data)."""
+    from src.data.prepare import prepare
+
+    dcfg, _ = micro_data
+    path = Path(dcfg.preference.out_path)
+    before = path.read_bytes()
+    prepare(dcfg)
+    assert path.read_bytes() == before  # up to date: untouched
+    path.write_text(json.dumps({"tokenizer_hash": "another", "pairs": []}))
+    prepare(dcfg)
+    assert path.read_bytes() == before  # rebuilt, identically (seeded)
+
+
 def test_one_alignment_step_writes_a_checkpoint_stage5_prefers(micro_data, micro_checkpoint, tmp_path):
     from src.generation.run import select_checkpoint
     from src.generation.song import GenerationConfig

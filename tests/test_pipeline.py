@@ -57,6 +57,19 @@ def test_full_pipeline_micro(tmp_path):
     ren["train"].update(
         max_steps=4, eval_every=2, global_batch=4, micro_batch=4, sample_every=2, sample_steps=2, val_segments=4
     )
+    data["preference"].update(
+        out_path=str(tmp_path / "subsets/preference_data.json"), train_pairs=12, validation_pairs=4
+    )
+    align = yaml.safe_load((ROOT / "config/alignment_tiny.yaml").read_text())
+    align.update(
+        symbolic_ckpt=sym["out_dir"] + "/best.pt",
+        data_dir=data["processed_dir"],
+        pref_data=data["preference"]["out_path"],
+        out_dir=str(tmp_path / "ckpt/aligned/micro"),
+        run_dir=str(tmp_path / "runs"),
+    )
+    align["on_policy"].update(conditions=2, samples=2, max_new_tokens=24, min_margin=0.0)
+    align["train"].update(max_steps=2, eval_every=2, global_batch=2, micro_batch=2, warmup_steps=1)
     gen = yaml.safe_load((ROOT / "config/generation.yaml").read_text())
     gen.update(
         checkpoints=[str(tmp_path / "ckpt/aligned/{preset}/best.pt"), str(tmp_path / "ckpt/symbolic/{preset}/best.pt")],
@@ -64,7 +77,8 @@ def test_full_pipeline_micro(tmp_path):
         output_dir=str(tmp_path / "outputs"),
     )
     gen["neural"].update(steps=4, overlap_frames=8, griffin_lim_iters=4)
-    for name, obj in (("data_micro", data), ("symbolic_micro", sym), ("renderer_micro", ren), ("generation", gen)):
+    configs = {"data": data, "symbolic": sym, "renderer": ren, "alignment": align}
+    for name, obj in [*((f"{k}_micro", v) for k, v in configs.items()), ("generation", gen)]:
         (cfg_dir / f"{name}.yaml").write_text(yaml.safe_dump(obj))
     cmd = ["bash", str(ROOT / "run_full_pipeline.sh"), "--preset", "micro", "--config_dir", str(cfg_dir)]
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
@@ -77,17 +91,20 @@ def test_full_pipeline_micro(tmp_path):
         assert meta["facts"]["bars"] == sum(s["bars"] for s in meta["facts"]["sections"])
         assert meta["settings"]["style"] in ("FOLK", "CLASSICAL")  # styles the checkpoint knows
         assert meta["renderer"].startswith("neural") and meta["sample_rate"] == 16000
+        assert meta["checkpoint"]["kind"] == "aligned"  # stage 5 prefers the aligned planner
         for ext in ("mid", "wav", "png"):
             assert d.with_suffix(f".{ext}").stat().st_size > 0
-    assert "time per stage" in first.stdout and "5 demo songs" in first.stdout and "3 train renderer" in first.stdout
+    assert "time per stage" in first.stdout and "5 demo songs" in first.stdout and "4 align planner" in first.stdout
     assert (tmp_path / "processed/summary.md").is_file() and (tmp_path / "ckpt/symbolic/micro/best.pt").is_file()
     # a rerun skips what is up to date
     mtime = (tmp_path / "ckpt/symbolic/micro/last.pt").stat().st_mtime
     r_mtime = (tmp_path / "ckpt/renderer/micro/last.pt").stat().st_mtime
+    a_mtime = (tmp_path / "ckpt/aligned/micro/last.pt").stat().st_mtime
     demo_mtime = demos[0].stat().st_mtime
     second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "up to date" in second.stderr
     assert (tmp_path / "ckpt/symbolic/micro/last.pt").stat().st_mtime == mtime
     assert (tmp_path / "ckpt/renderer/micro/last.pt").stat().st_mtime == r_mtime
+    assert (tmp_path / "ckpt/aligned/micro/last.pt").stat().st_mtime == a_mtime
     assert demos[0].stat().st_mtime == demo_mtime

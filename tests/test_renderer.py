@@ -182,7 +182,7 @@ def test_piano_roll_timing_reaches_the_output_at_its_frames():
     assert diff[:10].sum() > 3 * diff[22:].sum()
 
 
-@pytest.mark.parametrize("preset,target", [("tiny", 3.45e6), ("small", 25e6)])
+@pytest.mark.parametrize("preset,target", [("tiny", 3.45e6), ("small", 25e6), ("full", 92e6)])
 def test_parameter_counts(preset, target):
     from src.training.renderer import RendererTrainingConfig
 

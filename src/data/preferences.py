@@ -191,8 +191,13 @@ def row_condition_dict(row: dict, bar0: int) -> dict[str, Any]:
     }
 
 
-def build_synthetic_pairs(cfg: PreferenceConfig, rows: list[dict], store: Any, codec: Any, tok_hash: str) -> dict:
-    """Write ``cfg.out_path``: pairs from train and validation pieces, corruptions in turn."""
+def build_synthetic_pairs(
+    cfg: PreferenceConfig, rows: list[dict], store: Any, codec: Any, tok_hash: str, fingerprint: str = ""
+) -> dict:
+    """Write ``cfg.out_path``: pairs from train and validation pieces, corruptions in turn.
+
+    The file carries ``fingerprint`` (of its inputs) and its summary, so a rerun can tell whether it is current.
+    """
     from tqdm import tqdm
 
     rng = np.random.default_rng(cfg.seed)
@@ -213,13 +218,12 @@ def build_synthetic_pairs(cfg: PreferenceConfig, rows: list[dict], store: Any, c
                     made += 1
                     bar.update(1)
     wins = [p["scores"]["chosen"] > p["scores"]["rejected"] for p in pairs]
-    data = {"tokenizer_hash": tok_hash, "pairs": pairs}
-    write_json(cfg.out_path, data)
     summary = {
         "pairs": len(pairs),
         "by_source": {k: sum(p["source"] == k for p in pairs) for k in sorted({p["source"] for p in pairs})},
         "chosen_scores_higher": round(float(np.mean(wins)), 3) if wins else 0.0,
     }
+    write_json(cfg.out_path, {"tokenizer_hash": tok_hash, "fingerprint": fingerprint, "summary": summary, "pairs": pairs})
     log.info("preference pairs: %s -> %s", summary, cfg.out_path)
     return summary
 

@@ -184,17 +184,17 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
     prefs = None
     if cfg.preference.enabled:
         pref_fp = sha256_text(json.dumps([tokens_fp, asdict(cfg.preference), SCORER_VERSION]))
-        state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-        if Path(cfg.preference.out_path).is_file() and state.get("preference_fingerprint") == pref_fp:
-            log.info("preference pairs up to date: %s", cfg.preference.out_path)
-            prefs = state["preference_summary"]
+        pref_path = Path(cfg.preference.out_path)
+        current = json.loads(pref_path.read_text()) if pref_path.is_file() else {}
+        if current.get("fingerprint") == pref_fp:  # the file's own record: another run may have replaced it
+            log.info("preference pairs up to date: %s", pref_path)
+            prefs = current["summary"]
         else:
             from src.data.token_store import TokenStore
             from src.data.tokenizer import TokenCodec
 
-            prefs = build_synthetic_pairs(cfg.preference, kept, TokenStore(out), TokenCodec(load_tokenizer(tok_path)),
-                                          tok_hash)
-            write_json(state_path, {**state, "preference_fingerprint": pref_fp, "preference_summary": prefs})
+            codec = TokenCodec(load_tokenizer(tok_path))
+            prefs = build_synthetic_pairs(cfg.preference, kept, TokenStore(out), codec, tok_hash, pref_fp)
 
     write_jsonl(out / "rejected.jsonl", [asdict(r) for r in rejected])
     summary = summarise(kept, rejected, time.time() - t0, tok_hash)

@@ -24,23 +24,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from src.data.planner_dataset import BOS, IGNORE
+from src.models.conditions import CONDITION_TENSORS
 from src.training.loop import LoopConfig
 
 log = logging.getLogger("alignment")
-COND_KEYS = (
-    "text",
-    "text_mask",
-    "style",
-    "emotion",
-    "tempo",
-    "key",
-    "timesig",
-    "programs",
-    "programs_mask",
-    "plan_label",
-    "plan_index",
-    "plan_mask",
-)
 
 
 @dataclass
@@ -120,7 +107,7 @@ class DPOTask:
         self.last: dict[str, float] = {}
 
     def _forward(self, model, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        cond = {k: batch[k] for k in COND_KEYS}
+        cond = {k: batch[k] for k in CONDITION_TENSORS}
         both = {k: torch.cat([v, v]) for k, v in cond.items()}
         x = torch.cat([batch["x_chosen"], batch["x_rejected"]])
         y = torch.cat([batch["y_chosen"], batch["y_rejected"]])

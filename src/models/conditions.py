@@ -26,6 +26,23 @@ class Conditions:
     plan_index: list[int] = field(default_factory=list)
 
 
+# the tensors to_arrays() makes for one example, as they appear in a training batch
+CONDITION_TENSORS = (
+    "text",
+    "text_mask",
+    "style",
+    "emotion",
+    "tempo",
+    "key",
+    "timesig",
+    "programs",
+    "programs_mask",
+    "plan_label",
+    "plan_index",
+    "plan_mask",
+)
+
+
 def key_id(tonic: int, mode: str) -> int:
     return tonic % 12 + (12 if mode == "minor" else 0)
 

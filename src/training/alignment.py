@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from src.data.preferences import PreferenceDataset, load_pairs
@@ -50,6 +51,18 @@ def build_on_policy(cfg: AlignmentConfig, model, codec, state: dict, out_dir: Pa
     return path
 
 
+def pair_text_embeddings(pairs: list, data_dir: str) -> dict[str, np.ndarray]:
+    """Prompt text -> embedding: stage 1's cached caption embeddings, the encoder for any other text."""
+    from src.data.planner_dataset import caption_embeddings
+    from src.models.text_encoder import embed_texts
+
+    rows = read_jsonl(Path(data_dir) / "manifest.jsonl")
+    cached = dict(zip((r["caption"] for r in rows), caption_embeddings(data_dir)))
+    texts = {p.conditions.get("text", "") for p in pairs} - {""}
+    new = sorted(texts - set(cached))
+    return {**{t: cached[t] for t in texts & set(cached)}, **dict(zip(new, embed_texts(new)))}
+
+
 def train(cfg: AlignmentConfig, info: DistInfo | None = None, stop_after: int | None = None) -> dict[str, Any]:
     info = info or setup_distributed(cfg.train.device)
     tc, out_dir = cfg.train, Path(cfg.out_dir)
@@ -68,10 +81,7 @@ def train(cfg: AlignmentConfig, info: DistInfo | None = None, stop_after: int | 
     pairs = [p for f in files for p in load_pairs(f, codec.tok, state["tokenizer_hash"])]
     train_pairs = [p for p in pairs if p.split != "validation"]
     val_pairs = [p for p in pairs if p.split == "validation"]
-    from src.models.text_encoder import embed_texts
-
-    texts = sorted({p.conditions.get("text", "") for p in pairs} - {""})
-    text_emb = dict(zip(texts, embed_texts(texts))) if texts else {}
+    text_emb = pair_text_embeddings(pairs, cfg.data_dir)
     mcfg = policy.cfg
     train_ds = PreferenceDataset(train_pairs, mcfg, text_emb)
     val_ds = PreferenceDataset(val_pairs, mcfg, text_emb)
@@ -91,27 +101,25 @@ def train(cfg: AlignmentConfig, info: DistInfo | None = None, stop_after: int | 
             cfg.symbolic_ckpt,
             state["step"],
         )
+    ref_sha = sha256_file(cfg.symbolic_ckpt)[:16]
+    last = out_dir / "last.pt"
+    if last.is_file():  # resuming (or skipping) is only right for the same supervised planner
+        old = torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("reference", {})
+        if old.get("sha256") != ref_sha:
+            raise RuntimeError(
+                f"{last}: aligned from another planner ({old.get('path')}, {old.get('sha256')}) than "
+                f"{cfg.symbolic_ckpt} ({ref_sha}); delete {out_dir} (or pass --force to run_full_pipeline.sh)"
+            )
     extras = {
         "tokenizer_hash": state["tokenizer_hash"],
         "tokenizer_json": state["tokenizer_json"],
         "data_stats": state["data_stats"],
         "data_dir": cfg.data_dir,
-        "reference": {"path": cfg.symbolic_ckpt, "sha256": sha256_file(cfg.symbolic_ckpt)[:16], "step": state["step"]},
+        "reference": {"path": cfg.symbolic_ckpt, "sha256": ref_sha, "step": state["step"]},
         "pair_files": [str(f) for f in files],
     }
     task = DPOTask(cfg, reference, state, val_ds, extras)
-    result = fit(
-        policy,
-        task,
-        train_ds,
-        tc,
-        info,
-        out_dir,
-        Path(cfg.run_dir) / cfg.run_name,
-        dataclasses.asdict(cfg),
-        stop_after,
-        state["tokenizer_hash"],
-    )
+    result = fit(policy, task, train_ds, cfg, info, stop_after, state["tokenizer_hash"])
     return {
         **result,
         "params": policy.num_params(),

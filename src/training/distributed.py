@@ -40,10 +40,11 @@ def setup_distributed(device: str = "auto") -> DistInfo:
     return DistInfo(rank, local, world, dev)
 
 
-def cleanup_distributed() -> None:
-    """Leave together: a rank that tears gloo down while a peer still talks to it aborts."""
+def cleanup_distributed(wait: bool = True) -> None:
+    """Leave together (a rank that tears gloo down while a peer still talks to it aborts); ``wait=False`` on errors."""
     if dist.is_initialized():
-        dist.barrier()
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -13,7 +13,7 @@ import copy
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -88,24 +88,33 @@ def autocast(amp: str, device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
+class StageConfig(Protocol):
+    """What fit() reads of a stage's config (SymbolicConfig, RendererTrainingConfig, AlignmentConfig)."""
+
+    train: LoopConfig
+    out_dir: str
+    run_dir: str
+    run_name: str
+
+
 def fit(
     model: torch.nn.Module,
     task: TrainTask,
     train_ds: Dataset,
-    cfg: LoopConfig,
+    stage: StageConfig,
     info: DistInfo,
-    out_dir: Path,
-    run_dir: Path,
-    config: dict[str, Any],
     stop_after: int | None = None,
     expect_tokenizer: str | None = None,
     trainable: list[torch.nn.Parameter] | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` (or resume from ``out_dir/last.pt``) to ``cfg.max_steps``.
+    """Train ``model`` (or resume from ``stage.out_dir/last.pt``) to ``stage.train.max_steps``.
 
+    Checkpoints carry the whole stage config; TensorBoard logs go to ``run_dir/run_name``.
     ``stop_after`` ends early at that step with a checkpoint (a planned interruption). Returns
     step, val_loss, best_val and the trained model (its EMA weights when EMA is on).
     """
+    cfg, out_dir, run_dir = stage.train, Path(stage.out_dir), Path(stage.run_dir) / stage.run_name
+    config = asdict(stage)
     dev = info.device
     last = out_dir / "last.pt"
     state = load_checkpoint(last, expect_tokenizer) if last.is_file() else None

@@ -134,16 +134,5 @@ def train(cfg: RendererTrainingConfig, info: DistInfo | None = None, stop_after:
         "data_dir": str(data_dir),
     }
     task = RendererTask(cfg, mcfg, extras, val_ds)
-    result = fit(
-        model,
-        task,
-        train_ds,
-        tc,
-        info,
-        out_dir,
-        Path(cfg.run_dir) / cfg.run_name,
-        dataclasses.asdict(cfg),
-        stop_after,
-        tok_hash,
-    )
+    result = fit(model, task, train_ds, cfg, info, stop_after, tok_hash)
     return {**result, "params": model.num_params()}

@@ -16,27 +16,13 @@ from torch.utils.data import DataLoader
 from src.data.planner_dataset import IGNORE, PlannerDataset, caption_embeddings
 from src.data.tokenizer import tokenizer_hash
 from src.models.builders import build_planner, load_codec, resolve_planner_config
-from src.models.conditions import drop_fields, random_drop
+from src.models.conditions import CONDITION_TENSORS, drop_fields, random_drop
 from src.models.symbolic_planner import COND_FIELDS, PlannerConfig, SymbolicPlanner
 from src.training.distributed import DistInfo, setup_distributed
 from src.training.loop import LoopConfig, fit
 from src.utils.config import save_config
 
 log = logging.getLogger("train_symbolic")
-COND_KEYS = (
-    "text",
-    "text_mask",
-    "style",
-    "emotion",
-    "tempo",
-    "key",
-    "timesig",
-    "programs",
-    "programs_mask",
-    "plan_label",
-    "plan_index",
-    "plan_mask",
-)
 
 
 @dataclass
@@ -89,7 +75,7 @@ def evaluate(
     total, count = 0.0, 0
     for batch in DataLoader(ds, batch_size=batch_size, shuffle=False):
         batch = {k: v.to(device) for k, v in batch.items()}
-        cond = {k: batch[k] for k in COND_KEYS}
+        cond = {k: batch[k] for k in CONDITION_TENSORS}
         if cond_transform is not None:
             cond = cond_transform(cond)
         logits = model(batch["x"], cond)
@@ -112,7 +98,7 @@ class PlannerTask:
         self.data_dir = Path(cfg.data_dir)
 
     def loss(self, model, batch, gen):
-        cond = random_drop({k: batch[k] for k in COND_KEYS}, self.cfg.train.cond_dropout, self.mcfg, gen)
+        cond = random_drop({k: batch[k] for k in CONDITION_TENSORS}, self.cfg.train.cond_dropout, self.mcfg, gen)
         return lm_loss(model, batch, cond), int((batch["y"] != IGNORE).sum())
 
     def validate(self, model) -> float:
@@ -174,18 +160,7 @@ def train(cfg: SymbolicConfig, info: DistInfo | None = None, stop_after: int | N
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "symbolic_config.yaml")
     task = PlannerTask(cfg, mcfg, codec, tok_hash, data_stats(train_ds), val_ds, val_ds if len(val_ds) else train_ds)
-    result = fit(
-        model,
-        task,
-        train_ds,
-        tc,
-        info,
-        out_dir,
-        Path(cfg.run_dir) / cfg.run_name,
-        dataclasses.asdict(cfg),
-        stop_after,
-        tok_hash,
-    )
+    result = fit(model, task, train_ds, cfg, info, stop_after, tok_hash)
     return {**result, "params": model.num_params()}
 
 
@@ -217,7 +192,7 @@ def val_losses(ckpt: str | Path, data_dir: str | Path, windows: int = 2, device:
     ds = PlannerDataset(data_dir, "validation", model.cfg, codec, caption_embeddings(data_dir), eval_windows=windows)
     perm = np.random.default_rng(0).permutation(len(ds))
     dev = torch.device(device)
-    not_plan = [k for k in COND_KEYS if not k.startswith("plan")]
+    not_plan = [k for k in CONDITION_TENSORS if not k.startswith("plan")]
     text_keys = ["text", "text_mask"]
 
     def keep_only(fields: tuple[str, ...]):
@@ -236,7 +211,7 @@ def val_losses(ckpt: str | Path, data_dir: str | Path, windows: int = 2, device:
         ),
         "no_conditions": evaluate(model, ds, dev, cond_transform=keep_only(("plan",))),
         "shuffled": evaluate(model, ShuffledConditions(ds, perm, not_plan), dev),
-        "shuffled_with_plan": evaluate(model, ShuffledConditions(ds, perm, list(COND_KEYS)), dev),
+        "shuffled_with_plan": evaluate(model, ShuffledConditions(ds, perm, list(CONDITION_TENSORS)), dev),
     }
 
 
