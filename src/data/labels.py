@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from src.data import features as F
+from src.eval import metrics as F
 from src.data.programs import program_name
 from src.data.sources import RawPiece
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from src.data.features import MAJOR_SCALE, MINOR_SCALE, PITCH_CLASSES, bar_starts
+from src.eval.metrics import MAJOR_SCALE, MINOR_SCALE, PITCH_CLASSES, bar_starts
 from src.data.planner_dataset import BOS, IGNORE, PAD
 from src.data.scoring import ScorerConfig, score_tokens
 from src.models.conditions import Conditions, key_id, to_arrays

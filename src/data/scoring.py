@@ -1,6 +1,6 @@
 """The heuristic music score behind the preference pairs (stage 4).
 
-Every term is in [0, 1] (higher is better) and built from :mod:`src.data.features`:
+Every term is in [0, 1] (higher is better) and built from :mod:`src.eval.metrics`:
 
 | term | measures | 1 when |
 |---|---|---|
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from src.data.features import (
+from src.eval.metrics import (
     bar_contents,
     bar_starts,
     empty_bar_rate,

@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from symusic import Note, Score, Tempo, TextMeta, TimeSignature, Track
 
-from src.data import features as F
 from src.data.labels import notes_array
 from src.data.planner_dataset import BOS, EOS
 from src.data.programs import instruments_in_prompt, program_name
 from src.data.tokenizer import TokenCodec
+from src.eval import metrics as F
 from src.generation.neural_render import NeuralRenderConfig
 from src.models.conditions import Conditions, batch, key_id
 from src.models.sampling import Grammar, PlannerStepper, SamplingConfig, filter_logits

@@ -1,8 +1,16 @@
-"""Musical features measured from notes: key, bar grid, onsets, repetition structure.
+"""The one music-metrics module: per-piece features and set-level comparisons.
 
-One module shared by labelling (stage 1), generation stats and evaluation. Inputs are plain
-numpy arrays so the functions are easy to test with hand-made examples:
-``notes`` is an int array of shape (N, 4): start tick, duration ticks, pitch, is_drum.
+Stage 1's labels, the heuristic preference scorer (stage 4), generation stats and the evaluation
+(``python -m src.eval``) all measure with these functions. Inputs are plain numpy arrays so every
+metric is easy to test with hand-made examples: ``notes`` is an int array of shape (N, 4): start
+tick, duration ticks, pitch, is_drum; ``tpq`` is ticks per quarter note.
+
+Per piece (MusPy; Yang & Lerch 2020, "On the evaluation of generative models in music"): pitch-class
+histogram and entropy, pitch range, polyphony, note density, inter-onset-interval and note-length
+histograms, scale consistency, groove consistency, empty-bar rate, repetition and bar
+self-similarity (:func:`piece_metrics`). Between sets: Yang & Lerch's intra-set / inter-set
+distance distributions with their KL divergence and overlapping area (:func:`compare_sets`), and
+diversity as distinct n-grams (:func:`distinct_ngrams`).
 """
 
 from __future__ import annotations
@@ -218,3 +226,174 @@ def longest_identical_run(contents: list[frozenset], same: float = 0.9) -> int:
         run = run + 1 if a and b and jaccard(a, b) >= same else 1
         best = max(best, run)
     return best
+
+
+# --------------------------------------------------------------------- evaluation: per piece
+
+# Yang & Lerch's 12 rhythm classes, in beats: whole, half, quarter, 8th, 16th; dotted half, quarter,
+# 8th, 16th; half-, quarter-, 8th-note triplets.
+RHYTHM_CLASSES = np.array([4, 2, 1, 0.5, 0.25, 3, 1.5, 0.75, 0.375, 4 / 3, 2 / 3, 1 / 3])
+RHYTHM_NAMES = ("1", "1/2", "1/4", "1/8", "1/16", "3/4", "3/8", "3/16", "3/32", "1/3", "1/6", "1/12")
+
+
+def pitch_class_entropy(notes: np.ndarray) -> float:
+    """Entropy (bits) of the note-count pitch-class histogram: 0 = one pitch class, log2(12) = all equally."""
+    hist = pitch_class_histogram(notes, weighted=False)
+    p = hist[hist > 0]
+    return float(-(p * np.log2(p)).sum()) if len(p) else 0.0
+
+
+def rhythm_histogram(lengths_beats: np.ndarray) -> np.ndarray:
+    """(12,) share of lengths nearest to each of Yang & Lerch's rhythm classes (log-distance)."""
+    hist = np.zeros(len(RHYTHM_CLASSES))
+    lengths = lengths_beats[lengths_beats > 0]
+    if len(lengths):
+        nearest = np.abs(np.log2(lengths[:, None]) - np.log2(RHYTHM_CLASSES[None])).argmin(1)
+        np.add.at(hist, nearest, 1)
+        hist /= hist.sum()
+    return hist
+
+
+def ioi_histogram(notes: np.ndarray, tpq: int) -> np.ndarray:
+    """Rhythm-class histogram of the intervals between consecutive distinct onsets."""
+    onsets = np.unique(notes[:, 0]) if len(notes) else np.zeros(0)
+    return rhythm_histogram(np.diff(onsets) / tpq)
+
+
+def note_length_histogram(notes: np.ndarray, tpq: int) -> np.ndarray:
+    """Rhythm-class histogram of the note durations."""
+    return rhythm_histogram(notes[:, 1] / tpq if len(notes) else np.zeros(0))
+
+
+def bar_self_similarity(contents: list[frozenset]) -> float:
+    """Mean over non-empty bars after the first of the best Jaccard similarity with any earlier bar.
+
+    0 = no bar resembles an earlier one, 1 = every bar repeats one exactly: how much the piece
+    re-uses its own material (the self-similarity matrix's strongest off-diagonal entries).
+    """
+    bars = [c for c in contents if c]
+    if len(bars) < 2:
+        return 0.0
+    return float(np.mean([max(jaccard(b, bars[j]) for j in range(i)) for i, b in enumerate(bars) if i]))
+
+
+SCALAR_METRICS = (
+    "pitch_class_entropy",
+    "pitch_range",
+    "n_pitch_classes",
+    "polyphony",
+    "notes_per_bar",
+    "onsets_per_s",
+    "scale_consistency",
+    "groove_consistency",
+    "empty_bar_rate",
+    "repetition",
+    "self_similarity",
+)
+HISTOGRAM_METRICS = ("pitch_class_histogram", "ioi_histogram", "note_length_histogram")
+
+
+def piece_metrics(notes: np.ndarray, tpq: int, qpm: float, time_sigs: list[tuple[int, int, int]] | None = None) -> dict:
+    """Every per-piece metric: the scalars of SCALAR_METRICS and the (12,) HISTOGRAM_METRICS."""
+    end = int((notes[:, 0] + notes[:, 1]).max()) if len(notes) else tpq
+    starts = bar_starts(end, tpq, time_sigs or [(0, 4, 4)])
+    contents = bar_contents(notes, starts, tpq)
+    tonic, mode, _ = estimate_key(notes)
+    pch = pitch_class_histogram(notes, weighted=False)
+    return {
+        "pitch_class_entropy": pitch_class_entropy(notes),
+        "pitch_range": float(pitch_range(notes)),
+        "n_pitch_classes": float((pch > 0).sum()),
+        "polyphony": polyphony(notes),
+        "notes_per_bar": len(notes) / len(starts),
+        "onsets_per_s": onsets_per_second(notes, tpq, qpm),
+        "scale_consistency": scale_consistency(notes, tonic, mode),
+        "groove_consistency": groove_consistency(notes, starts, tpq),
+        "empty_bar_rate": empty_bar_rate(notes, starts, end),
+        "repetition": repetition(contents)[0],
+        "self_similarity": bar_self_similarity(contents),
+        "pitch_class_histogram": pch,
+        "ioi_histogram": ioi_histogram(notes, tpq),
+        "note_length_histogram": note_length_histogram(notes, tpq),
+    }
+
+
+# --------------------------------------------------------------------- evaluation: between sets
+
+
+def _distances(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """Pairwise Euclidean distances: within ``a`` (i < j) or between ``a`` and ``b``; rows are items."""
+    a = a.reshape(len(a), -1)
+    if b is None:
+        i, j = np.triu_indices(len(a), 1)
+        return np.linalg.norm(a[i] - a[j], axis=1)
+    b = b.reshape(len(b), -1)
+    return np.linalg.norm(a[:, None] - b[None], axis=2).ravel()
+
+
+def kde(samples: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Gaussian kernel density (Scott's bandwidth, floored so identical samples stay finite) on ``grid``."""
+    samples = np.asarray(samples, dtype=np.float64)
+    spread = float(samples.std()) or float(np.ptp(grid)) / 100 or 1e-3
+    bw = max(spread * len(samples) ** (-1 / 5), float(np.ptp(grid)) / 200, 1e-6)
+    z = (grid[:, None] - samples[None]) / bw
+    dens = np.exp(-0.5 * z**2).sum(1) / (len(samples) * bw * np.sqrt(2 * np.pi))
+    return dens / max(np.trapezoid(dens, grid), 1e-300)
+
+
+def kl_and_overlap(p_samples: np.ndarray, q_samples: np.ndarray, points: int = 512) -> tuple[float, float]:
+    """KL(P || Q) (nats) and overlapping area of two sample sets' kernel densities on a shared grid."""
+    lo = min(p_samples.min(), q_samples.min())
+    hi = max(p_samples.max(), q_samples.max())
+    pad = 0.1 * (hi - lo) or 1.0
+    grid = np.linspace(lo - pad, hi + pad, points)
+    p, q = kde(p_samples, grid), kde(q_samples, grid)
+    kl = float(np.trapezoid(p * np.log(np.maximum(p, 1e-12) / np.maximum(q, 1e-12)), grid))
+    return max(kl, 0.0), float(np.trapezoid(np.minimum(p, q), grid))
+
+
+def compare_sets(generated: np.ndarray, real: np.ndarray) -> dict[str, float]:
+    """Yang & Lerch's comparison of one feature between a generated and a real set.
+
+    Items are scalars or vectors (histograms). Intra-set distances (generated-generated,
+    real-real) and inter-set distances (generated-real) form distributions; KL(intra_gen || inter)
+    and the overlapping area OA(intra_gen, inter) say how far the generated set sits from the real
+    one relative to its own spread (KL 0 / OA 1: indistinguishable). The real set's own
+    KL(intra_real || inter) is reported beside them.
+    """
+    intra_g, intra_r, inter = _distances(generated), _distances(real), _distances(generated, real)
+    if len(intra_g) == 0 or len(intra_r) == 0:
+        raise ValueError("compare_sets needs at least two items in each set")
+    kl, oa = kl_and_overlap(intra_g, inter)
+    kl_real, oa_real = kl_and_overlap(intra_r, inter)
+    return {
+        "mean_generated": float(np.mean(generated)) if generated.ndim == 1 else float("nan"),
+        "mean_real": float(np.mean(real)) if real.ndim == 1 else float("nan"),
+        "intra_generated": float(intra_g.mean()),
+        "intra_real": float(intra_r.mean()),
+        "inter": float(inter.mean()),
+        "kl": kl,
+        "overlap": oa,
+        "kl_real": kl_real,
+        "overlap_real": oa_real,
+    }
+
+
+def ngrams(seq: np.ndarray | list[int], n: int = 4) -> list[tuple]:
+    return [tuple(seq[i : i + n]) for i in range(len(seq) - n + 1)]
+
+
+def distinct_ngrams(seqs: list, n: int = 4, count: int | None = None, seed: int = 0, draws: int = 20) -> float:
+    """Diversity: distinct n-grams over all n-grams of all sequences.
+
+    The raw ratio falls as sequences grow, so with ``count`` it is measured on ``count`` n-grams
+    drawn without replacement (mean of ``draws``): sets of different lengths become comparable.
+    """
+    grams = [g for s in seqs for g in ngrams(s, n)]
+    if not grams:
+        return 0.0
+    if count is None:
+        return len(set(grams)) / len(grams)
+    rng = np.random.default_rng(seed)
+    picks = (rng.choice(len(grams), size=min(count, len(grams)), replace=False) for _ in range(draws))
+    return float(np.mean([len({grams[i] for i in idx}) / len(idx) for idx in picks]))

@@ -1,0 +1,168 @@
+"""``report.md`` + ``metrics.json`` + PNG plots for an evaluation (see :mod:`src.eval.evaluate`)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from src.eval.metrics import HISTOGRAM_METRICS, RHYTHM_NAMES, SCALAR_METRICS
+from src.utils.io import atomic_path, write_text
+
+CONTROLS = ("tempo", "bars", "instruments", "key", "emotion", "style")
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    if isinstance(v, float):
+        return "–" if math.isnan(v) else f"{v:.{digits}f}"
+    return str(v)
+
+
+def md_table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _save(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+
+
+def plot_features(result: dict, path: Path) -> None:
+    """Every feature's distribution: each set overlaid on the real test split."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    feats = [*SCALAR_METRICS, *HISTOGRAM_METRICS]
+    cols = 4
+    fig, axes = plt.subplots(math.ceil(len(feats) / cols), cols, figsize=(4 * cols, 2.8 * math.ceil(len(feats) / cols)))
+    sets = {"real test": result["test"], **result["sets"]}
+    for ax, f in zip(axes.ravel(), feats):
+        for i, (name, pieces) in enumerate(sets.items()):
+            vals = np.stack([p.metrics[f] for p in pieces])
+            if f in HISTOGRAM_METRICS:
+                labels = RHYTHM_NAMES if f != "pitch_class_histogram" else [str(k) for k in range(12)]
+                ax.plot(range(len(labels)), vals.mean(0), marker="o", ms=3, label=name, lw=2 if i == 0 else 1)
+                ax.set_xticks(range(len(labels)), labels, fontsize=6)
+            else:
+                ax.hist(
+                    vals,
+                    bins=20,
+                    density=True,
+                    histtype="step" if i else "stepfilled",
+                    alpha=1 if i else 0.3,
+                    label=name,
+                )
+        ax.set_title(f, fontsize=9)
+    for ax in axes.ravel()[len(feats) :]:
+        ax.axis("off")
+    axes.ravel()[0].legend(fontsize=6)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_rolls(result: dict, path: Path, per_set: int = 2) -> None:
+    """A few piano rolls of every set (first bars), beside a real test piece."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = {"real test": result["test"], **{k: v for k, v in result["sets"].items() if "ceiling" not in k}}
+    fig, axes = plt.subplots(len(sets), per_set, figsize=(6 * per_set, 2.2 * len(sets)), squeeze=False)
+    for row, (name, pieces) in zip(axes, sets.items()):
+        for ax, p in zip(row, pieces[:per_set]):
+            n = p.notes[p.notes[:, 0] < p.tpq * 32] if len(p.notes) else p.notes
+            if len(n):
+                ax.barh(n[:, 2], n[:, 1] / p.tpq, left=n[:, 0] / p.tpq, height=0.9)
+            ax.set_title(f"{name}: {p.name}", fontsize=7)
+            ax.set_xlabel("beats", fontsize=6)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def write_report(result: dict, out_dir: Path, command: str) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plot_features(result, out_dir / "features.png")
+    plot_rolls(result, out_dir / "piano_rolls.png")
+    table = result["table"]
+    main = md_table(
+        ["set", "pieces", "mean overlap ↑", "mean KL ↓", "distinct 4-grams", *CONTROLS],
+        [
+            [
+                r["set"],
+                r["pieces"],
+                r["mean_overlap"],
+                r["mean_kl"],
+                r["distinct_4grams"],
+                *(r.get(f"control_{c}", float("nan")) for c in CONTROLS),
+            ]
+            for r in table
+        ],
+    )
+    per_feature = md_table(
+        ["feature", "real test mean", *(r["set"] for r in table)],
+        [
+            [
+                f,
+                result["features"][table[0]["set"]][f]["mean_real"],
+                *(
+                    f"{result['features'][r['set']][f]['overlap']:.3f} / {result['features'][r['set']][f]['kl']:.3f}"
+                    for r in table
+                ),
+            ]
+            for f in result["features"][table[0]["set"]]
+        ],
+    )
+    judges = md_table(
+        ["judge", "classes", "accuracy on the real test split", "test pieces"],
+        [[k, ", ".join(j["classes"]), j["test_accuracy"], j["test_pieces"]] for k, j in result["judges"].items()],
+    )
+    text = f"""# Evaluation report
+
+`{command}`
+
+{result["conditions"]} held-out conditions (test split of `{result["data_dir"]}`) × {result["num_samples"]} samples,
+songs of at most {result["max_bars"]} bars in each piece's own section form, seed {result["seed"]}. Every set is
+compared with the {result["real_test_pieces"]} real test pieces. The first row compares the real test split with
+{result["real_train_pieces_sampled"]} training pieces (the ceiling); the bigram row is a per-style token bigram
+sampled under the same conditions (the floor).
+
+## Main table
+
+{main}
+
+- **mean overlap / mean KL**: per feature, Yang & Lerch (2020): the overlapping area (1 = same) and KL divergence
+  (0 = same) between the set's intra-set distance distribution and its distances to the real test pieces,
+  averaged over {len(result["features"][table[0]["set"]])} features.
+- **distinct 4-grams**: share of distinct token 4-grams among the same number of 4-grams from every set (the real
+  test split: {result["real_test_distinct_4grams"]:.3f}).
+- **controls**: share of songs whose measured tempo, bar count, named instruments (songs whose prompt names any),
+  estimated key, and judged emotion and style match the request.
+
+## Judges
+
+{judges}
+
+## Per feature (overlap / KL against the real test split)
+
+{per_feature}
+
+![features](features.png)
+
+![piano rolls](piano_rolls.png)
+"""
+    write_text(out_dir / "report.md", text)
+    payload = {k: v for k, v in result.items() if k not in ("sets", "test")}
+    payload["command"] = command
+    write_text(out_dir / "metrics.json", json.dumps(payload, indent=1, default=float))
+    return out_dir / "report.md"
