@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole pipeline on the offline default data: setup (when needed), then stages 01 -> 05.
+# The whole pipeline on the offline default data: setup (when needed), stages 01 -> 05, an evaluation report.
 #   bash run_full_pipeline.sh [--preset tiny|small|full] [--force] [--config_dir DIR]
 # A stage whose artefacts are up to date is skipped unless --force. The full preset trains with
 # torchrun over every local GPU. At the end: the artefacts and the time each stage took.
@@ -32,10 +32,13 @@ timed "setup" bash setup.sh --quiet
 timed "1 prepare data" "$PY" -m src.data.prepare --config "$config_dir/data_$preset.yaml"
 
 gpus=$("$PY" -c "import torch; print(torch.cuda.device_count())" | tail -n 1)
+config_value() {  # config_value FILE KEY: a top-level value of a YAML config
+  "$PY" -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2" | tail -n 1
+}
 train_stage() {  # train_stage NAME SCRIPT CONFIG: --force starts over; torchrun over every GPU for full
   local name="$1" script="$2" cfg="$3"
   if [ "$force" = 1 ]; then
-    rm -rf "$("$PY" -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['out_dir'])" "$cfg" | tail -n 1)"
+    rm -rf "$(config_value "$cfg" out_dir)"
   fi
   if [ "$preset" = full ] && [ "$gpus" -gt 1 ]; then
     timed "$name (torchrun x$gpus)" .venv/bin/torchrun --standalone --nproc_per_node="$gpus" "$script" --config "$cfg"
@@ -50,10 +53,23 @@ force_flag=(); [ "$force" = 1 ] && force_flag=(--force)
 timed "5 demo songs" "$PY" -m src.generation.demos --config "$config_dir/generation.yaml" --preset "$preset" ${force_flag[@]+"${force_flag[@]}"}
 
 out=$("$PY" -c "import sys; from src.utils.config import load_config; from src.generation.song import GenerationConfig; print(load_config(GenerationConfig, sys.argv[1]).output_dir)" "$config_dir/generation.yaml" | tail -n 1)
+# 6. the evaluation report: supervised vs aligned planner on held-out conditions (redone when either changes)
+supervised="$(config_value "$config_dir/symbolic_$preset.yaml" out_dir)/best.pt"
+aligned="$(config_value "$config_dir/alignment_$preset.yaml" out_dir)/best.pt"
+report="$out/eval/$preset/report.md"
+if [ "$force" = 0 ] && [ -f "$report" ] && [ "$report" -nt "$supervised" ] && [ "$report" -nt "$aligned" ]; then
+  echo "=== 6 evaluation report: up to date ($report)"
+else
+  timed "6 evaluation report" "$PY" -m src.eval --checkpoint "$supervised" --checkpoint "$aligned" \
+    --data_dir "$(config_value "$config_dir/data_$preset.yaml" processed_dir)" --config "$config_dir/generation.yaml" \
+    --name "$preset" --out_dir "$out/eval"
+fi
 echo
 echo "=== artefacts"
 ls -1 "$out"/demo_* 2>/dev/null | sed 's/^/  /'
 echo "  (data: data/processed/$preset/ and data/subsets/$preset/; checkpoints: checkpoints/{symbolic,renderer,aligned}/$preset/; logs: tensorboard --logdir runs/)"
+echo "  $report (main table below; plots and per-feature tables inside)"
+sed -n '/^## Main table/,/^- /p' "$report" | sed '1,2d;$d' | sed 's/^/  /'
 echo "=== time per stage"
 printf '  %s\n' "${report[@]}"
 echo "  total                        $(( $(date +%s) - start ))s"

@@ -17,6 +17,7 @@ def test_full_pipeline_micro(tmp_path):
     cfg_dir.mkdir()
     data = yaml.safe_load((ROOT / "config/data_tiny.yaml").read_text())
     data.update(raw_dir=str(tmp_path / "raw"), processed_dir=str(tmp_path / "processed"), workers=2)
+    data["splits"].update(validation=0.1, test=0.15)  # a few held-out pieces for the evaluation report
     data["music21"]["collections"] = [
         {
             "name": "bach",
@@ -77,6 +78,7 @@ def test_full_pipeline_micro(tmp_path):
         output_dir=str(tmp_path / "outputs"),
     )
     gen["neural"].update(steps=4, overlap_frames=8, griffin_lim_iters=4)
+    gen["evaluation"].update(conditions=3, max_bars=8, train_pieces=40)
     configs = {"data": data, "symbolic": sym, "renderer": ren, "alignment": align}
     for name, obj in [*((f"{k}_micro", v) for k, v in configs.items()), ("generation", gen)]:
         (cfg_dir / f"{name}.yaml").write_text(yaml.safe_dump(obj))
@@ -95,6 +97,8 @@ def test_full_pipeline_micro(tmp_path):
         for ext in ("mid", "wav", "png"):
             assert d.with_suffix(f".{ext}").stat().st_size > 0
     assert "time per stage" in first.stdout and "5 demo songs" in first.stdout and "4 align planner" in first.stdout
+    report = tmp_path / "outputs/eval/micro/report.md"
+    assert report.is_file() and "bigram (floor)" in first.stdout and "6 evaluation report" in first.stdout
     assert (tmp_path / "processed/summary.md").is_file() and (tmp_path / "ckpt/symbolic/micro/best.pt").is_file()
     # a rerun skips what is up to date
     mtime = (tmp_path / "ckpt/symbolic/micro/last.pt").stat().st_mtime
@@ -108,3 +112,4 @@ def test_full_pipeline_micro(tmp_path):
     assert (tmp_path / "ckpt/renderer/micro/last.pt").stat().st_mtime == r_mtime
     assert (tmp_path / "ckpt/aligned/micro/last.pt").stat().st_mtime == a_mtime
     assert demos[0].stat().st_mtime == demo_mtime
+    assert "6 evaluation report: up to date" in second.stdout

@@ -1,7 +1,8 @@
 """Evaluate planner checkpoints (or MIDI folders) against held-out real music.
 
     python -m src.eval --checkpoint checkpoints/symbolic/tiny/best.pt [--checkpoint checkpoints/aligned/tiny/best.pt] \\
-        [--num_samples 1] [--conditions 0] [--midi_dir DIR] [--name NAME]
+        [--num_samples 1] [--conditions 0] [--max_bars 32] [--midi_dir DIR] [--name NAME] \\
+        [--config config/generation.yaml] [--set evaluation.train_pieces=400]
 
 Writes outputs/eval/<name>/report.md (tables, PNG plots) and metrics.json.
 """
@@ -9,11 +10,14 @@ Writes outputs/eval/<name>/report.md (tables, PNG plots) and metrics.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import shlex
 import sys
 from pathlib import Path
 
+from src.generation.song import GenerationConfig
+from src.utils.config import ConfigError, add_config_args, load_config
 from src.utils.logging import setup_logging
 
 log = logging.getLogger("src.eval")
@@ -26,17 +30,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--data_dir", default="data/processed/tiny", help="prepared data: held-out conditions and real music"
     )
-    p.add_argument("--num_samples", type=int, default=1, help="songs per held-out condition")
-    p.add_argument("--conditions", type=int, default=0, help="held-out conditions to use (0 = every test piece)")
-    p.add_argument("--max_bars", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num_samples", type=int, help="songs per held-out condition")
+    p.add_argument("--conditions", type=int, help="held-out conditions to use (0 = every piece of the split)")
+    p.add_argument("--split", choices=["test", "validation"], help="the held-out real music")
+    p.add_argument("--max_bars", type=int, help="songs follow their piece's section form up to this many bars")
+    p.add_argument("--seed", type=int)
     p.add_argument("--no_bigram", action="store_true", help="skip the bigram floor")
     p.add_argument("--name", default="", help="report folder name (default: from the checkpoints)")
     p.add_argument("--out_dir", default="outputs/eval")
+    add_config_args(p, "config/generation.yaml")  # its evaluation: section holds the defaults of the flags above
     args = p.parse_args(argv)
     setup_logging("INFO")
-    if args.num_samples < 1 or args.max_bars < 1 or args.conditions < 0:
-        print("error: --num_samples and --max_bars must be >= 1, --conditions >= 0", file=sys.stderr)
+    try:
+        cfg = load_config(GenerationConfig, args.config, args.overrides).evaluation
+        flags = {k: getattr(args, k) for k in ("num_samples", "conditions", "split", "max_bars", "seed")}
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
+        cfg.bigram = cfg.bigram and not args.no_bigram
+    except (ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     for path in [*args.checkpoint, *args.midi_dir]:
         if not Path(path).exists():
@@ -50,16 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     name = args.name or "_vs_".join(Path(c).parent.name + "-" + Path(c).parent.parent.name for c in args.checkpoint)
     try:
-        result = evaluate(
-            args.checkpoint,
-            args.data_dir,
-            num_samples=args.num_samples,
-            conditions=args.conditions,
-            max_bars=args.max_bars,
-            seed=args.seed,
-            midi_dirs=args.midi_dir,
-            with_bigram=not args.no_bigram,
-        )
+        result = evaluate(args.checkpoint, args.data_dir, cfg, args.midi_dir)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ from src.data.programs import instruments_in_prompt
 from src.data.token_store import TokenStore
 from src.data.tokenizer import TokenCodec
 from src.eval import metrics as M
+from src.eval.config import EvalConfig
 from src.eval.judges import Judge, judge_features
 from src.generation.song import SongGenerator, SongRequest, finalise, parse_form, parse_key
 from src.models.sampling import Grammar, SamplingConfig
@@ -285,20 +286,13 @@ def summary_row(name: str, comparison: dict[str, dict[str, float]], n: int) -> d
 
 
 def evaluate(
-    checkpoints: list[str],
-    data_dir: str,
-    num_samples: int = 1,
-    conditions: int = 0,
-    max_bars: int = 32,
-    seed: int = 0,
-    midi_dirs: list[str] | None = None,
-    sampling: SamplingConfig | None = None,
-    train_limit: int = 400,
-    with_bigram: bool = True,
+    checkpoints: list[str], data_dir: str, cfg: EvalConfig | None = None, midi_dirs: list[str] | None = None
 ) -> dict[str, Any]:
     """Everything the report shows; the sets themselves under ``"sets"`` (for plots)."""
     from src.models.builders import codec_from_checkpoint, load_planner
 
+    cfg = cfg or EvalConfig()
+    num_samples, max_bars, seed, split = cfg.num_samples, cfg.max_bars, cfg.seed, cfg.split
     if not checkpoints and not midi_dirs:
         raise ValueError("nothing to evaluate: give --checkpoint and/or --midi_dir")
     loaded = [(c, *load_planner(c, data_dir)) for c in checkpoints]
@@ -308,11 +302,13 @@ def evaluate(
         from src.data.tokenizer import TokenCodec, load_tokenizer
 
         codec = TokenCodec(load_tokenizer(Path(data_dir) / "tokenizer.json"))
-    test = real_pieces(data_dir, "test", codec)
-    train = real_pieces(data_dir, "train", codec, limit=train_limit, seed=seed)
+    test = real_pieces(data_dir, split, codec)
+    if len(test) < 2:
+        raise ValueError(f"{data_dir}: the {split} split has {len(test)} piece(s); the comparison needs 2 or more")
+    train = real_pieces(data_dir, "train", codec, limit=cfg.train_pieces, seed=seed)
     rows = [p.request["row"] for p in test]
-    if conditions:
-        rows = [rows[i] for i in sorted(np.random.default_rng(seed).permutation(len(rows))[:conditions])]
+    if cfg.conditions:
+        rows = [rows[i] for i in sorted(np.random.default_rng(seed).permutation(len(rows))[: cfg.conditions])]
     text_emb = caption_embeddings(data_dir)
     sets: dict[str, list[Piece]] = {"real test vs train (ceiling)": train}
     kinds = {"real test vs train (ceiling)": "real"}
@@ -321,13 +317,13 @@ def evaluate(
         name = f"{name} ({'aligned' if state.get('kind') == 'aligned_planner' else 'supervised'})"
         torch.manual_seed(seed)
         sets[name] = generate_set(
-            model, state, codec, rows, text_emb, num_samples, max_bars, seed, sampling or SamplingConfig(), name
+            model, state, codec, rows, text_emb, num_samples, max_bars, seed, SamplingConfig(), name
         )
         kinds[name] = "checkpoint"
     for folder in midi_dirs or []:
         sets[f"midi: {folder}"] = midi_folder_set(folder, codec)
         kinds[f"midi: {folder}"] = "midi"
-    if with_bigram:
+    if cfg.bigram:
         sets["bigram (floor)"] = bigram_set(BigramBaseline(data_dir, codec), rows, num_samples, max_bars, seed)
         kinds["bigram (floor)"] = "baseline"
     judges = train_judges(train, test, seed)
@@ -349,6 +345,7 @@ def evaluate(
         "num_samples": num_samples,
         "max_bars": max_bars,
         "seed": seed,
+        "split": split,
         "real_test_pieces": len(test),
         "real_train_pieces_sampled": len(train),
         "judges": {

@@ -30,6 +30,7 @@ from src.data.planner_dataset import BOS, EOS
 from src.data.programs import instruments_in_prompt, program_name
 from src.data.tokenizer import TokenCodec
 from src.eval import metrics as F
+from src.eval.config import EvalConfig
 from src.generation.neural_render import NeuralRenderConfig
 from src.models.conditions import Conditions, batch, key_id
 from src.models.sampling import Grammar, PlannerStepper, SamplingConfig, filter_logits
@@ -446,3 +447,4 @@ class GenerationConfig:
     default_tempo: dict[str, float] = field(default_factory=dict)
     controls: SongControls = field(default_factory=SongControls)
     neural: NeuralRenderConfig = field(default_factory=NeuralRenderConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)  # python -m src.eval (pipeline stage 6)
