@@ -1,9 +1,11 @@
 """Does DPO help? Aligned vs supervised planner on held-out conditions, with two guards.
 
-    .venv/bin/python -m bench.eval_alignment [--aligned checkpoints/aligned/tiny/best.pt] [--conditions 64]
+    .venv/bin/python -m bench.eval_alignment [--aligned checkpoints/aligned/tiny/best.pt] [--conditions 81] \
+        [--samples 4] [--split test|validation]
 
-For each held-out (test split) piece: its conditions and first 2 bars prompt both planners, each
-samples ``--samples`` 4-bar continuations with the same seeds, and the heuristic scorer
+Choose settings on ``--split validation``; report on the test split. For each held-out piece:
+its conditions and first 2 bars prompt both planners, each samples ``--samples`` 4-bar
+continuations with the same seeds, and the heuristic scorer
 (src/data/scoring.py) judges them. Reported:
 - win rate: share of (condition, sample) where the aligned continuation scores higher (ties 1/2);
   goal >= 70%;
@@ -67,8 +69,9 @@ def main() -> None:
     p.add_argument("--supervised", default="checkpoints/symbolic/tiny/best.pt")
     p.add_argument("--aligned", default="checkpoints/aligned/tiny/best.pt")
     p.add_argument("--data_dir", default="data/processed/tiny")
-    p.add_argument("--conditions", type=int, default=64)
-    p.add_argument("--samples", type=int, default=2)
+    p.add_argument("--conditions", type=int, default=81)
+    p.add_argument("--split", default="test", choices=["test", "validation"], help="validation: for choosing settings")
+    p.add_argument("--samples", type=int, default=4)
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--out", default="")
     args = p.parse_args()
@@ -77,7 +80,7 @@ def main() -> None:
         for name, path in (("supervised", args.supervised), ("aligned", args.aligned))
     }
     codec = codec_from_checkpoint(models["supervised"][1])
-    rows = [r for r in read_jsonl(Path(args.data_dir) / "manifest.jsonl") if r["split"] == "test"]
+    rows = [r for r in read_jsonl(Path(args.data_dir) / "manifest.jsonl") if r["split"] == args.split]
     rows = [rows[i] for i in np.random.default_rng(args.seed).permutation(len(rows))[: args.conditions]]
     store, emb = TokenStore(args.data_dir), caption_embeddings(args.data_dir)
     cfg = OnPolicyConfig()
@@ -138,6 +141,7 @@ def main() -> None:
         "machine": machine(),
         "supervised": args.supervised,
         "aligned": args.aligned,
+        "split": args.split,
         "held_out_conditions": len(rows),
         "win_rate_aligned": round(win, 4),
         "goal_win_rate": 0.7,
