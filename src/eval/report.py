@@ -147,7 +147,8 @@ sampled under the same conditions (the floor).
 - **distinct 4-grams**: share of distinct token 4-grams among the same number of 4-grams from every set (the real
   test split: {result["real_test_distinct_4grams"]:.3f}).
 - **controls**: share of songs whose measured tempo, bar count, named instruments (songs whose prompt names any),
-  estimated key, and judged emotion and style match the request.
+  estimated key, and judged emotion and style match the request. The generator enforces tempo, bars and key by
+  construction (the key by transposition, see README); the bigram's tempo and bar count are set the same way.
 
 ## Judges
 
