@@ -56,9 +56,9 @@ out=$("$PY" -c "import sys; from src.utils.config import load_config; from src.g
 # 6. the evaluation report: supervised vs aligned planner on held-out conditions (redone when either changes)
 supervised="$(config_value "$config_dir/symbolic_$preset.yaml" out_dir)/best.pt"
 aligned="$(config_value "$config_dir/alignment_$preset.yaml" out_dir)/best.pt"
-report="$out/eval/$preset/report.md"
-if [ "$force" = 0 ] && [ -f "$report" ] && [ "$report" -nt "$supervised" ] && [ "$report" -nt "$aligned" ]; then
-  echo "=== 6 evaluation report: up to date ($report)"
+eval_report="$out/eval/$preset/report.md"
+if [ "$force" = 0 ] && [ -f "$eval_report" ] && [ "$eval_report" -nt "$supervised" ] && [ "$eval_report" -nt "$aligned" ]; then
+  echo "=== 6 evaluation report: up to date ($eval_report)"
 else
   timed "6 evaluation report" "$PY" -m src.eval --checkpoint "$supervised" --checkpoint "$aligned" \
     --data_dir "$(config_value "$config_dir/data_$preset.yaml" processed_dir)" --config "$config_dir/generation.yaml" \
@@ -68,8 +68,8 @@ echo
 echo "=== artefacts"
 ls -1 "$out"/demo_* 2>/dev/null | sed 's/^/  /'
 echo "  (data: data/processed/$preset/ and data/subsets/$preset/; checkpoints: checkpoints/{symbolic,renderer,aligned}/$preset/; logs: tensorboard --logdir runs/)"
-echo "  $report (main table below; plots and per-feature tables inside)"
-sed -n '/^## Main table/,/^- /p' "$report" | sed '1,2d;$d' | sed 's/^/  /'
+echo "  $eval_report (main table below; plots and per-feature tables inside)"
+sed -n '/^## Main table/,/^- /p' "$eval_report" | sed '1,2d;$d' | sed 's/^/  /'
 echo "=== time per stage"
 printf '  %s\n' "${report[@]}"
 echo "  total                        $(( $(date +%s) - start ))s"
