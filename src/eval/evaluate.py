@@ -62,13 +62,16 @@ class Piece:
         return judge_features(self.metrics, self.notes, self.qpm, self.programs)
 
 
-def piece_from_score(name: str, score: Any, ids: list[int], **extra: Any) -> Piece:
+def piece_from_score(name: str, score: Any, ids: list[int], qpm: float | None = None, **extra: Any) -> Piece:
+    """A measured piece; ``qpm`` overrides the score's tempo (a real piece's label, not its tempo bin)."""
     ts = score.time_signatures[0] if len(score.time_signatures) else None
+    if qpm is None:
+        qpm = float(score.tempos[0].qpm) if len(score.tempos) else 120.0
     return Piece(
         name=name,
         notes=notes_array(score),
         tpq=score.ticks_per_quarter,
-        qpm=float(score.tempos[0].qpm) if len(score.tempos) else 120.0,
+        qpm=qpm,
         time_signature=f"{ts.numerator}/{ts.denominator}" if ts else "4/4",
         programs=sorted({128 if t.is_drum else t.program for t in score.tracks if len(t.notes)}),
         ids=[int(i) for i in ids],
@@ -112,9 +115,7 @@ def real_pieces(data_dir: str | Path, split: str, codec: TokenCodec, limit: int 
     for r in tqdm(rows, desc=f"real {split} pieces", unit="piece", leave=False):
         ids = store[store.row_to_item[r["row"]]].astype(np.int64)
         score = codec.tok.decode([int(t) for t in ids if t > 3])
-        piece = piece_from_score(r["id"], score, ids.tolist(), request={"row": r})
-        piece.qpm = float(r["tempo"])  # the label's tempo, not its tempo bin
-        out.append(piece.measure())
+        out.append(piece_from_score(r["id"], score, ids.tolist(), qpm=float(r["tempo"]), request={"row": r}))
     return out
 
 
