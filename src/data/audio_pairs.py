@@ -62,7 +62,7 @@ class AudioPairsConfig:
     def __post_init__(self) -> None:
         if self.segment_frames % 8:
             raise ValueError(f"audio.segment_frames must be a multiple of 8, got {self.segment_frames}")
-        if not 0 < self.stride_frames:
+        if not self.stride_frames > 0:
             raise ValueError("audio.stride_frames must be positive")
 
 
@@ -209,9 +209,8 @@ def _pair_job(job: tuple[str, str, AudioPairsConfig]) -> tuple[str, dict[str, in
         arrays, skipped = piece_pairs(midi_path, cfg, _TOK)
     except Exception as e:  # one unrenderable piece is listed, not fatal
         return out_path, {}, f"{type(e).__name__}: {e}"[:200]
-    with atomic_path(out_path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
+    with atomic_path(out_path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
     return out_path, {"segments": len(arrays["mel"]), **skipped}, ""
 
 
@@ -273,7 +272,7 @@ def build_audio_pairs(
             if split == "train" and n:
                 m = z["mel"].astype(np.float64)
                 total, sq, n_frames = total + m.sum(), sq + (m**2).sum(), n_frames + m.size
-    for _, counts, err in results:
+    for _, counts, _err in results:
         skipped.update({k: v for k, v in counts.items() if k != "segments"})
     if not n_frames:
         raise RuntimeError("no training audio pairs were made; check the soundfont and the audio settings")
@@ -300,7 +299,8 @@ def load_pairs_index(processed_dir: str | Path) -> dict[str, Any]:
     path = Path(processed_dir) / "audio_pairs" / "index.json"
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path}: no audio pairs; create them with: bash 01_prepare_data.sh (audio.enabled: true in the data config)"
+            f"{path}: no audio pairs; create them with: bash 01_prepare_data.sh "
+            "(audio.enabled: true in the data config)"
         )
     return json.loads(path.read_text())
 

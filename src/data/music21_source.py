@@ -142,12 +142,22 @@ def convert_file(job: tuple[str, dict, dict, str]) -> dict:
         expand_repeats=cfg_d["expand_repeats"],
         default_velocity=cfg_d["default_velocity"],
     )
-    record: dict[str, Any] = {"path": path_s, "collection": coll.name,
-                              "fingerprint": cfg_d["fingerprint"], "pieces": [], "rejected": []}
+    record: dict[str, Any] = {
+        "path": path_s,
+        "collection": coll.name,
+        "fingerprint": cfg_d["fingerprint"],
+        "pieces": [],
+        "rejected": [],
+    }
     try:
         parsed = converter.parse(path)
     except Exception as e:  # music21 raises many unrelated types for bad scores
-        record["rejected"].append({"path": path.relative_to(corpus_root()).as_posix(), "reason": f"music21 parse failed: {type(e).__name__}: {e}"[:300]})
+        record["rejected"].append(
+            {
+                "path": path.relative_to(corpus_root()).as_posix(),
+                "reason": f"music21 parse failed: {type(e).__name__}: {e}"[:300],
+            }
+        )
         parsed = None
     if parsed is not None:
         scores = list(parsed.scores) if hasattr(parsed, "scores") else [parsed]
@@ -160,13 +170,24 @@ def convert_file(job: tuple[str, dict, dict, str]) -> dict:
             try:
                 meta = score_to_midi(score, coll, cfg, out)
             except Exception as e:  # one bad tune never stops the file or the run
-                record["rejected"].append({"path": where, "reason": f"conversion failed: {type(e).__name__}: {e}"[:300]})
+                record["rejected"].append(
+                    {"path": where, "reason": f"conversion failed: {type(e).__name__}: {e}"[:300]}
+                )
                 continue
             title = meta["title"]
-            group = normalise_title(title) if len(normalise_title(title)) >= 4 else f"{coll.name}/{normalise_title(path.stem)}{suffix}"
+            group = (
+                normalise_title(title)
+                if len(normalise_title(title)) >= 4
+                else f"{coll.name}/{normalise_title(path.stem)}{suffix}"
+            )
             record["pieces"].append(
-                {"piece_id": f"music21/{coll.name}/{stem}", "original_path": where,
-                 "midi_path": str(out), "group": group, "meta": meta}
+                {
+                    "piece_id": f"music21/{coll.name}/{stem}",
+                    "original_path": where,
+                    "midi_path": str(out),
+                    "group": group,
+                    "meta": meta,
+                }
             )
     write_json(out_dir / "_done" / f"{safe_name(corpus_name(path))}.json", record)
     return record
@@ -183,8 +204,11 @@ class Music21Source:
     def collect(self, raw_dir: Path, workers: int) -> tuple[list[RawPiece], list[Rejection]]:
         from dataclasses import asdict
 
-        cfg_d = {"programs": asdict(self.cfg.programs), "expand_repeats": self.cfg.expand_repeats,
-                 "default_velocity": self.cfg.default_velocity}
+        cfg_d = {
+            "programs": asdict(self.cfg.programs),
+            "expand_repeats": self.cfg.expand_repeats,
+            "default_velocity": self.cfg.default_velocity,
+        }
         # A cached conversion is reused only if it was made with the same settings.
         records: list[dict] = []
         jobs: list[tuple[str, dict, dict, str]] = []
@@ -214,4 +238,3 @@ class Music21Source:
             rejected += [Rejection(source=self.name, **r) for r in rec["rejected"]]
         pieces.sort(key=lambda p: p.piece_id)
         return pieces, rejected
-

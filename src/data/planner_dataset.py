@@ -61,8 +61,17 @@ def row_conditions(row: dict, text: np.ndarray | None, bar0: int, shift: int = 0
 class PlannerDataset(Dataset):
     """Random windows (training) or a fixed list of windows (evaluation)."""
 
-    def __init__(self, processed_dir: str | Path, split: str, cfg: PlannerConfig, codec: TokenCodec,
-                 text_emb: np.ndarray, transpose: int = 0, seed: int = 0, eval_windows: int = 0):
+    def __init__(
+        self,
+        processed_dir: str | Path,
+        split: str,
+        cfg: PlannerConfig,
+        codec: TokenCodec,
+        text_emb: np.ndarray,
+        transpose: int = 0,
+        seed: int = 0,
+        eval_windows: int = 0,
+    ):
         self.pieces = TokenDataset(processed_dir, split, transpose, seed, codec)
         self.cfg, self.codec, self.text_emb, self.seed = cfg, codec, text_emb, seed
         self.epoch = 0

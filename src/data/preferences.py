@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from src.eval.metrics import MAJOR_SCALE, MINOR_SCALE, PITCH_CLASSES, bar_starts
 from src.data.planner_dataset import BOS, IGNORE, PAD
 from src.data.scoring import ScorerConfig, score_tokens
+from src.eval.metrics import MAJOR_SCALE, MINOR_SCALE, PITCH_CLASSES, bar_starts
 from src.models.conditions import Conditions, key_id, to_arrays
 from src.utils.io import write_json
 
@@ -60,8 +60,16 @@ class PreferenceConfig:
 # ----------------------------------------------------------------------------- corruptions
 
 
-def corrupt(notes: list[Any], lo: int, hi: int, tpq: int, kind: str, bar_ticks: np.ndarray,
-            key: tuple[int, str], rng: np.random.Generator) -> bool:
+def corrupt(
+    notes: list[Any],
+    lo: int,
+    hi: int,
+    tpq: int,
+    kind: str,
+    bar_ticks: np.ndarray,
+    key: tuple[int, str],
+    rng: np.random.Generator,
+) -> bool:
     """Corrupt, in place, the symusic notes starting in ticks [lo, hi); False if nothing changed.
 
     out_of_key: 40% of the notes move a semitone out of the key's scale; off_grid: half the onsets
@@ -122,8 +130,9 @@ def bar_token_starts(ids: np.ndarray, codec: Any) -> np.ndarray:
     return np.flatnonzero(codec.starts_bar[ids])
 
 
-def synthetic_pair(row: dict, ids: np.ndarray, codec: Any, cfg: PreferenceConfig, kind: str,
-                   rng: np.random.Generator) -> dict | None:
+def synthetic_pair(
+    row: dict, ids: np.ndarray, codec: Any, cfg: PreferenceConfig, kind: str, rng: np.random.Generator
+) -> dict | None:
     """A real passage of one piece against a corrupted copy; None when the piece cannot give one."""
     tok = codec.tok
     starts = bar_token_starts(ids, codec)
@@ -223,7 +232,9 @@ def build_synthetic_pairs(
         "by_source": {k: sum(p["source"] == k for p in pairs) for k in sorted({p["source"] for p in pairs})},
         "chosen_scores_higher": round(float(np.mean(wins)), 3) if wins else 0.0,
     }
-    write_json(cfg.out_path, {"tokenizer_hash": tok_hash, "fingerprint": fingerprint, "summary": summary, "pairs": pairs})
+    write_json(
+        cfg.out_path, {"tokenizer_hash": tok_hash, "fingerprint": fingerprint, "summary": summary, "pairs": pairs}
+    )
     log.info("preference pairs: %s -> %s", summary, cfg.out_path)
     return summary
 
@@ -276,8 +287,17 @@ def load_pairs(path: str | Path, tokenizer: Any, tok_hash: str | None = None) ->
         seqs = {}
         for part in ("prompt", "chosen", "rejected"):
             seqs[part] = _sequence(e, part, where, path.parent, tokenizer, vocab, required=part != "prompt")
-        out.append(Pair(pid, conds, seqs["prompt"], seqs["chosen"], seqs["rejected"], str(e.get("source", "")),
-                        str(e.get("split", "train"))))
+        out.append(
+            Pair(
+                pid,
+                conds,
+                seqs["prompt"],
+                seqs["chosen"],
+                seqs["rejected"],
+                str(e.get("source", "")),
+                str(e.get("split", "train")),
+            )
+        )
     if not out:
         raise ValueError(f"{path}: no pairs")
     return out
@@ -337,7 +357,7 @@ class PreferenceDataset(Dataset):
 
     def encode(self, prompt: list[int], cont: list[int]) -> tuple[np.ndarray, np.ndarray]:
         T = self.cfg.block_size
-        prompt = prompt[max(0, len(prompt) + len(cont) + 1 - T):] if len(cont) < T else []
+        prompt = prompt[max(0, len(prompt) + len(cont) + 1 - T) :] if len(cont) < T else []
         seq = np.array([BOS, *prompt, *cont][: T + 1], dtype=np.int64)
         x = np.full(T, PAD, np.int64)
         y = np.full(T, IGNORE, np.int64)

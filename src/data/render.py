@@ -27,8 +27,9 @@ def find_soundfont(path: str = "") -> str:
     raise FileNotFoundError(f"no General MIDI soundfont found; {INSTALL_HINT}")
 
 
-def render_midi(midi_path: str | Path, sample_rate: int = 22050, soundfont: str = "",
-                min_seconds: float = 0.0) -> np.ndarray:
+def render_midi(
+    midi_path: str | Path, sample_rate: int = 22050, soundfont: str = "", min_seconds: float = 0.0
+) -> np.ndarray:
     """Render a MIDI file to mono float32 audio in [-1, 1] with FluidSynth, at least
     ``min_seconds`` long (the song's end plus a release tail: nothing is cut)."""
     import pretty_midi

@@ -7,7 +7,7 @@ Every term is in [0, 1] (higher is better) and built from :mod:`src.eval.metrics
 | in_key | notes in the estimated key's scale (Krumhansl-Schmuckler) | every note is in the scale |
 | on_grid | onsets on a 16th-note grid | every onset is |
 | groove | 1 - Hamming distance of consecutive bars' onset patterns (MusPy) | bars share a rhythm |
-| structure | no loop of one bar (longest run L of identical bars among n); from 8 bars on, half the term is repetition present (share r of bars repeating an earlier one) | L <= 2 (and r >= 0.2) |
+| structure | no one-bar loop (longest run L of equal bars); from 8 bars, half is repetition r | L <= 2 (and r >= 0.2) |
 | range | pitch range (semitones) | within [range_min, range_max] |
 | polyphony | mean notes sounding at each onset | at most ``max_polyphony`` |
 | density | onsets per second against the emotion's arousal (threshold as in stage 1's labels) | on the requested side |
@@ -44,8 +44,18 @@ from src.eval.metrics import (
 
 SCORER_VERSION = 2  # part of the synthetic pairs' cache key: bump when a term changes
 HIGH_AROUSAL = ("HAPPY", "TENSE")
-TERMS = ("in_key", "on_grid", "groove", "structure", "range", "polyphony", "density", "no_empty_bars",
-         "no_dead_air", "valid")
+TERMS = (
+    "in_key",
+    "on_grid",
+    "groove",
+    "structure",
+    "range",
+    "polyphony",
+    "density",
+    "no_empty_bars",
+    "no_dead_air",
+    "valid",
+)
 
 
 @dataclass

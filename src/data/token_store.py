@@ -51,9 +51,8 @@ def write_token_store(
     for stale in out_dir.glob("shard_*.bin"):
         if int(stale.stem.split("_")[1]) > shard:
             stale.unlink()
-    with atomic_path(out_dir / "index.npy") as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, index)
+    with atomic_path(out_dir / "index.npy") as tmp, open(tmp, "wb") as f:
+        np.save(f, index)
     write_json(out_dir / "meta.json", {**meta, "n_pieces": len(sequences), "n_shards": shard + 1})
 
 
@@ -69,13 +68,10 @@ class TokenStore:
         self.dir = Path(processed_dir) / "tokens"
         self.meta = token_store_meta(self.dir)
         if self.meta is None:
-            raise FileNotFoundError(
-                f"{self.dir}: no complete token store; create it with: bash 01_prepare_data.sh"
-            )
+            raise FileNotFoundError(f"{self.dir}: no complete token store; create it with: bash 01_prepare_data.sh")
         self.index = np.load(self.dir / "index.npy")
         self.shards = [
-            np.memmap(self.dir / f"shard_{k:03d}.bin", dtype=np.uint16, mode="r")
-            for k in range(self.meta["n_shards"])
+            np.memmap(self.dir / f"shard_{k:03d}.bin", dtype=np.uint16, mode="r") for k in range(self.meta["n_shards"])
         ]
         self.row_to_item = {int(r): i for i, r in enumerate(self.index["row"])}
 
