@@ -5,14 +5,23 @@
         --tempo 96 --form "a,a,b,b" --bars_per_section 8 --seed 1 --output_name demo
 
 Uses checkpoints/aligned/<preset>/best.pt when it exists, else checkpoints/symbolic/<preset>/best.pt,
-unless --symbolic_ckpt is given. Audio comes from FluidSynth with a General MIDI soundfont.
+unless --symbolic_ckpt is given. Audio comes from the neural renderer when its checkpoint exists,
+else from FluidSynth with a General MIDI soundfont.
+
+    python 05_generate_song.py --prompts_csv data/raw/musiccaps/musiccaps-public.csv --limit 20
+
+generates one song per caption row: each caption is the prompt, and its tempo, mood, genre and
+instrument words set the controls (--style/--emotion/--tempo are the defaults for rows that
+name none); outputs/<output_name>_prompts.json lists every row's controls and where they came from.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -44,6 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--renderer_ckpt", default=None)
     p.add_argument("--skip_neural_render", action="store_true")
     p.add_argument("--preset", default=None, help="tiny | small | full (default: from the config)")
+    p.add_argument("--prompts_csv", default=None, help="one song per caption row (MusicCaps' table format)")
+    p.add_argument("--limit", type=int, default=0, help="with --prompts_csv: the first N rows (0 = all)")
     add_config_args(p, "config/generation.yaml")
     return p.parse_args(argv)
 
@@ -92,6 +103,26 @@ def validate(a: argparse.Namespace, cfg: GenerationConfig) -> tuple[SongRequest,
     return req, out
 
 
+def prompt_jobs(a: argparse.Namespace, cfg: GenerationConfig) -> tuple[list[tuple[SongRequest, str]], list[dict]]:
+    """One request per caption row of --prompts_csv, with the controls its words name."""
+    from src.data.musiccaps import controls_for, read_prompts
+
+    if a.limit < 0:
+        raise ValueError(f"--limit: must be >= 0, got {a.limit}")
+    defaults = {e: a.tempo for e in EMOTIONS} if a.tempo is not None else cfg.default_tempo
+    jobs, index = [], []
+    for p in read_prompts(a.prompts_csv, a.limit):
+        c = controls_for(p, a.style.upper(), a.emotion.upper(), defaults)
+        row_args = argparse.Namespace(
+            **{**vars(a), "prompt": p.caption, "style": c.style, "emotion": c.emotion, "tempo": c.tempo, "form": a.form}
+        )
+        req, _ = validate(row_args, cfg)
+        name = f"{a.output_name}_{p.row:04d}_{re.sub(r'[^A-Za-z0-9_-]+', '_', p.id)}"
+        jobs.append((req, name))
+        index.append({"row": p.row, "id": p.id, "name": name, "caption": p.caption, **dataclasses.asdict(c)})
+    return jobs, index
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
@@ -99,17 +130,17 @@ def main(argv: list[str] | None = None) -> int:
         overrides = args.overrides + ([f"preset={args.preset}"] if args.preset else [])
         cfg = load_config(GenerationConfig, args.config, overrides)
         req, out_dir = validate(args, cfg)
-    except (ConfigError, ValueError) as e:
+        jobs, index = prompt_jobs(args, cfg) if args.prompts_csv else ([(req, args.output_name)], [])
+    except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     from src.generation.run import run_generation
 
     try:
         paths = run_generation(
-            req,
+            jobs,
             cfg,
             out_dir,
-            args.output_name,
             args.num_samples,
             args.symbolic_ckpt,
             args.renderer_ckpt,
@@ -118,6 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, RuntimeError, ValueError) as e:
         logging.getLogger("05_generate_song").error("%s", e)
         return 1
+    if index:
+        from src.data.musiccaps import summary
+        from src.utils.io import write_json
+
+        listing = out_dir / f"{args.output_name}_prompts.json"
+        write_json(listing, {"prompts_csv": args.prompts_csv, "summary": summary(index), "rows": index})
+        paths.append(listing)
     for p in paths:
         print(p)
     return 0

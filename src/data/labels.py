@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from src.eval import metrics as F
 from src.data.programs import program_name
 from src.data.sources import RawPiece
+from src.eval import metrics as F
 
 EMOTIONS = ("HAPPY", "SAD", "TENSE", "PEACEFUL")
 
@@ -96,7 +96,10 @@ def analyse(raw: RawPiece, cfg: LabelConfig) -> dict[str, Any]:
     num, den = (sigs[0][1], sigs[0][2]) if sigs else (4, 4)
     end = int((notes[:, 0] + notes[:, 1]).max())
     starts = F.bar_starts(end, tpq, sigs)
-    tonic, mode, key_r = F.estimate_key(notes)
+    if "key" in raw.meta:  # the source's annotation (e.g. POP909's key_audio.txt)
+        (tonic, mode), key_r, key_source = raw.meta["key"], 1.0, "annotation"
+    else:
+        (tonic, mode, key_r), key_source = F.estimate_key(notes), "estimated"
     arousal = F.onsets_per_second(notes, tpq, qpm)
     sections, section_index = F.segment_sections(
         F.bar_contents(notes, starts, tpq), cfg.phrase_bars, cfg.section_threshold, cfg.max_section_labels
@@ -114,6 +117,7 @@ def analyse(raw: RawPiece, cfg: LabelConfig) -> dict[str, Any]:
         "key_tonic": tonic,
         "mode": mode,
         "key_confidence": round(key_r, 3),
+        "key_source": key_source,
         "tempo": round(qpm, 2),
         "tempo_marked": bool(raw.meta.get("tempo_marked", True)),
         "time_signature": f"{num}/{den}",
@@ -125,6 +129,7 @@ def analyse(raw: RawPiece, cfg: LabelConfig) -> dict[str, Any]:
         "emotion": emotion_of(mode, arousal, cfg.arousal_threshold),
         "sections": "".join(chr(ord("A") + s) for s in sections),
         "section_index": section_index,
+        "split": raw.meta.get("split"),  # the source's official split (MAESTRO), else None: hashed
     }
 
 

@@ -26,9 +26,12 @@ import numpy as np
 from src.data.audio_pairs import AudioPairsConfig, build_audio_pairs
 from src.data.folder_source import FolderSource, FolderSourceConfig
 from src.data.labels import LabelConfig, RejectedPiece, analyse, caption
+from src.data.lakh_source import LakhConfig, LakhSource
+from src.data.maestro_source import MaestroConfig, MaestroSource
+from src.data.music21_source import Music21Source, Music21SourceConfig
+from src.data.pop909_source import POP909Config, POP909Source
 from src.data.preferences import PreferenceConfig, build_synthetic_pairs
 from src.data.scoring import SCORER_VERSION
-from src.data.music21_source import Music21Source, Music21SourceConfig
 from src.data.sources import RawPiece, Rejection, Source
 from src.data.splits import SplitConfig, split_of
 from src.data.token_store import token_store_meta, write_token_store
@@ -49,6 +52,10 @@ class DataConfig:
     workers: int = 0  # 0 = every core
     music21: Music21SourceConfig = field(default_factory=Music21SourceConfig)
     folders: list[FolderSourceConfig] = field(default_factory=list)
+    pop909: POP909Config = field(default_factory=POP909Config)  # public datasets, downloaded and verified
+    maestro: MaestroConfig = field(default_factory=MaestroConfig)
+    lakh: LakhConfig = field(default_factory=LakhConfig)
+    mirror: str = ""  # a folder or http(s) base address holding the datasets' files (offline machines)
     labels: LabelConfig = field(default_factory=LabelConfig)
     splits: SplitConfig = field(default_factory=SplitConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -61,9 +68,15 @@ def build_sources(cfg: DataConfig) -> list[Source]:
     sources: list[Source] = []
     if cfg.music21.enabled and cfg.music21.collections:
         sources.append(Music21Source(cfg.music21))
+    if cfg.pop909.enabled:
+        sources.append(POP909Source(cfg.pop909, cfg.mirror))
+    if cfg.maestro.enabled:
+        sources.append(MaestroSource(cfg.maestro, cfg.mirror))
+    if cfg.lakh.enabled:
+        sources.append(LakhSource(cfg.lakh, cfg.mirror))
     sources += [FolderSource(f) for f in cfg.folders]
     if not sources:
-        raise ConfigError("no data source: enable music21 collections or give --midi_dir")
+        raise ConfigError("no data source: enable music21 collections, pop909, maestro or lakh, or give --midi_dir")
     return sources
 
 
@@ -102,6 +115,11 @@ def _file_stamp(path: str) -> str:
 def prepare(cfg: DataConfig) -> dict[str, Any]:
     """Run stage 1; return the summary (also written to ``processed_dir/summary.json``)."""
     t0 = time.time()
+    steps: dict[str, float] = {}  # seconds per step
+
+    def lap(name: str) -> None:
+        steps[name] = round(max(0.0, time.time() - t0 - sum(steps.values())), 2)
+
     workers = cfg.workers or os.cpu_count() or 1
     raw_dir, out = Path(cfg.raw_dir), Path(cfg.processed_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,6 +137,8 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
     if dup := [i for i, n in ids.items() if n > 1]:
         raise RuntimeError(f"duplicate piece ids (first: {dup[0]}); give folder sources distinct names")
 
+    lap("sources")
+
     # 2. labels and 3. splits
     results = pool_map(_analyse_job, [(p, cfg.labels) for p in pieces], workers, "analyse")
     rows: list[dict[str, Any]] = []
@@ -126,18 +146,22 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
         if isinstance(res, Rejection):
             rejected.append(res)
             continue
-        res["split"] = split_of(res["group"], cfg.splits)
+        res["split"] = res["split"] or split_of(res["group"], cfg.splits)
         res["caption"] = caption(res)
         rows.append(res)
     if not rows:
         raise RuntimeError(f"every one of {len(pieces)} pieces was rejected; see the reasons above")
+
+    lap("labels")
 
     # 4. tokenizer, trained on the train split (cached by fingerprint of its inputs)
     tok_path = out / "tokenizer.json"
     train_rows = [r for r in rows if r["split"] == "train"]
     if cfg.tokenizer.max_train_pieces:
         train_rows = train_rows[: cfg.tokenizer.max_train_pieces]
-    tok_fp = sha256_text(json.dumps([asdict(cfg.tokenizer), [(r["id"], _file_stamp(r["midi_path"])) for r in train_rows]]))
+    tok_fp = sha256_text(
+        json.dumps([asdict(cfg.tokenizer), [(r["id"], _file_stamp(r["midi_path"])) for r in train_rows]])
+    )
     state_path = out / "state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     if tok_path.is_file() and state.get("tokenizer_fingerprint") == tok_fp:
@@ -146,6 +170,8 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
         train_tokenizer(cfg.tokenizer, [Path(r["midi_path"]) for r in train_rows], tok_path)
         write_json(state_path, {**state, "tokenizer_fingerprint": tok_fp})
     tok_hash = tokenizer_hash(tok_path)
+
+    lap("tokenizer")
 
     # 5. tokens (cached by tokenizer hash + every input file's stamp)
     for i, r in enumerate(rows):
@@ -162,23 +188,35 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
         jobs = [(r["row"], r["midi_path"]) for r in rows]
         encoded = pool_map(_tokenise_job, jobs, workers, "tokenise", _tok_init, (str(tok_path),))
         kept, seqs, tok_rejects = [], [], []
-        for (row, ids, n_base, err), r in zip(encoded, rows):
+        for (_row, ids, n_base, err), r in zip(encoded, rows):
             if ids is None or len(ids) == 0:
                 tok_rejects.append(Rejection(r["original_path"], err or "no tokens", r["source"]))
                 continue
             r = {**r, "row": len(kept), "n_tokens": int(len(ids)), "n_base_tokens": n_base}
             seqs.append((r["row"], ids))
             kept.append(r)
-        write_token_store(tokens_dir, seqs, {
-            "fingerprint": tokens_fp, "tokenizer_hash": tok_hash, "vocab_size": cfg.tokenizer.vocab_size,
-            "rejected": [asdict(x) for x in tok_rejects]}, cfg.shard_tokens)
+        write_token_store(
+            tokens_dir,
+            seqs,
+            {
+                "fingerprint": tokens_fp,
+                "tokenizer_hash": tok_hash,
+                "vocab_size": cfg.tokenizer.vocab_size,
+                "rejected": [asdict(x) for x in tok_rejects],
+            },
+            cfg.shard_tokens,
+        )
         write_jsonl(prev_manifest, kept)
         rejected += tok_rejects
+
+    lap("tokens")
 
     # 6. aligned audio pairs for the renderer (cached per piece)
     pairs = None
     if cfg.audio.enabled:
         pairs = build_audio_pairs(cfg.audio, kept, tok_path, tok_hash, out / "audio_pairs", workers)
+
+    lap("audio_pairs")
 
     # 7. synthetic preference pairs (real passage vs a corrupted copy), cached by their inputs
     prefs = None
@@ -197,7 +235,9 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
             prefs = build_synthetic_pairs(cfg.preference, kept, TokenStore(out), codec, tok_hash, pref_fp)
 
     write_jsonl(out / "rejected.jsonl", [asdict(r) for r in rejected])
+    lap("preference_pairs")
     summary = summarise(kept, rejected, time.time() - t0, tok_hash)
+    summary["step_seconds"] = steps
     if pairs is not None:
         summary["audio_segments"] = pairs["segments"]
         summary["audio_tokens_per_segment"] = pairs["tokens_per_segment_mean"]
@@ -212,12 +252,19 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
 def summarise(rows: list[dict], rejected: list[Rejection], seconds: float, tok_hash: str) -> dict[str, Any]:
     ntok = [r["n_tokens"] for r in rows]
     nbase = sum(r["n_base_tokens"] for r in rows)
+    per: dict[str, dict[str, int]] = {}
+    for r in rows:
+        cell = per.setdefault(f"{r['source']} / {r['style'] or 'UNLABELLED'}", {"pieces": 0, "tokens": 0})
+        cell["pieces"] += 1
+        cell["tokens"] += r["n_tokens"]
     return {
         "pieces": len(rows),
         "by_source": dict(Counter(r["source"] for r in rows)),
         "by_style": dict(Counter(r["style"] or "UNLABELLED" for r in rows)),
         "by_emotion": dict(Counter(r["emotion"] for r in rows)),
         "by_split": dict(Counter(r["split"] for r in rows)),
+        "by_source_style": dict(sorted(per.items())),
+        "key_annotated": sum(r.get("key_source") == "annotation" for r in rows),
         "tokens": int(sum(ntok)),
         "tokens_per_piece_mean": round(statistics.mean(ntok), 1) if ntok else 0,
         "tokens_per_piece_median": float(statistics.median(ntok)) if ntok else 0,
@@ -235,8 +282,13 @@ def format_summary(s: dict[str, Any]) -> str:
         for name, n in sorted(s[key].items(), key=lambda kv: -kv[1]):
             lines.append(f"| {key.removeprefix('by_')}: {name} | {n} |")
     lines += [
+        f"| {k}: pieces, tokens | {v['pieces']}, {v['tokens']} |" for k, v in s.get("by_source_style", {}).items()
+    ]
+    lines += [
         f"| pieces | {s['pieces']} |",
-        f"| tokens (BPE) | {s['tokens']} (mean {s['tokens_per_piece_mean']}, median {s['tokens_per_piece_median']} a piece) |",
+        f"| keys from annotations | {s.get('key_annotated', 0)} |",
+        f"| tokens (BPE) | {s['tokens']} (mean {s['tokens_per_piece_mean']}, "
+        f"median {s['tokens_per_piece_median']} a piece) |",
         f"| BPE compression | {s['bpe_compression']} base tokens per token |",
         f"| rejected | {s['rejected']} |",
         *[f"| audio segments: {k} | {n} |" for k, n in s.get("audio_segments", {}).items()],
@@ -253,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--midi_dir", action="append", default=[], help="extra folder of MIDI files")
     parser.add_argument("--style", action="append", default=[], help="style for each --midi_dir")
     parser.add_argument("--no_music21", action="store_true", help="skip the music21 corpus")
+    parser.add_argument("--mirror", default=None, help="folder or http(s) address holding the datasets' files")
     args = parser.parse_args(argv)
     setup_logging()
     try:
@@ -262,8 +315,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg.folders += [FolderSourceConfig(path=d, style=s) for d, s in zip(args.midi_dir, args.style)]
         if args.no_music21:
             cfg.music21.enabled = False
+        if args.mirror is not None:
+            cfg.mirror = args.mirror
         summary = prepare(cfg)
-    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as e:
+    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as e:  # DownloadError is a RuntimeError
         log.error("%s", e)
         return 2
     print(format_summary(summary))

@@ -245,7 +245,8 @@ def control_accuracy(pieces: list[Piece], judges: dict[str, Judge]) -> dict[str,
         est = M.estimate_key(p.notes)
         key.append((est[0], est[1]) == (tonic, mode))
         for k in judges:
-            judged[k].append(predictions[k][i] == getattr(req, k))
+            if getattr(req, k) is not None:  # an unlabelled piece's request names no style
+                judged[k].append(predictions[k][i] == getattr(req, k))
     share = lambda v: float(np.mean(v)) if v else float("nan")  # noqa: E731
     return {
         "tempo": share(tempo),
@@ -266,13 +267,16 @@ def diversity(sets: dict[str, list[Piece]], seed: int) -> dict[str, float]:
 def train_judges(train: list[Piece], test: list[Piece], seed: int) -> dict[str, Judge]:
     judges = {}
     x_train, x_test = np.stack([p.judged() for p in train]), np.stack([p.judged() for p in test])
-    for fieldname in ("emotion", "style"):
+    for fieldname in ("emotion", "style"):  # unlabelled pieces (style None, e.g. Lakh) are left out
         y = [p.request["row"][fieldname] for p in train]
-        if len(set(y)) < 2:
-            log.warning("only one %s in the training split: no %s judge", fieldname, fieldname)
+        known = [i for i, v in enumerate(y) if v is not None]
+        if len({y[i] for i in known}) < 2:
+            log.warning("fewer than two %s labels in the training split: no %s judge", fieldname, fieldname)
             continue
-        judge = Judge.fit(fieldname, x_train, y, seed)
-        judge.score_on(x_test, [p.request["row"][fieldname] for p in test])
+        judge = Judge.fit(fieldname, x_train[known], [y[i] for i in known], seed)
+        y_test = [p.request["row"][fieldname] for p in test]
+        known_test = [i for i, v in enumerate(y_test) if v is not None]
+        judge.score_on(x_test[known_test], [y_test[i] for i in known_test])
         judges[fieldname] = judge
     return judges
 

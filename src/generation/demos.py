@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     renderer_digest = sha256_file(renderer)[:16] if renderer.is_file() else None
     known = load_checkpoint(ckpt)["data_stats"]["styles"]
     out = Path(cfg.output_dir)
+    jobs = []
     for i, (emotion, (styles, prompt, tempo, form, key)) in enumerate(DEMOS.items()):
         style = next((s for s in styles if s in known), styles[0])
         name = f"demo_{emotion.lower()}"
@@ -83,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
             seed=100 + i,
             sampling=SamplingConfig(temperature=0.9, top_p=0.95),
         )
-        run_generation(req, cfg, out, name, 1, None, None, False)
+        jobs.append((req, name))
+    if jobs:
+        run_generation(jobs, cfg, out, 1, None, None, False)
     return 0
 
 

@@ -54,10 +54,9 @@ def select_renderer(
 
 
 def run_generation(
-    req: SongRequest,
+    jobs: list[tuple[SongRequest, str]],
     cfg: GenerationConfig,
     out_dir: Path,
-    name: str,
     num_samples: int,
     symbolic_ckpt: str | None,
     renderer_ckpt: str | None,
@@ -75,11 +74,12 @@ def run_generation(
 
     codec = codec_from_checkpoint(state)
     generator = SongGenerator(model, codec, state["data_stats"], cfg.controls)
-    text = None
-    if req.prompt:
+    prompts = sorted({req.prompt for req, _ in jobs if req.prompt})
+    texts = {}
+    if prompts:
         from src.models.text_encoder import embed_texts
 
-        text = embed_texts([req.prompt])[0]
+        texts = dict(zip(prompts, embed_texts(prompts)))
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     ckpt_info = {
@@ -89,11 +89,11 @@ def run_generation(
         "step": state["step"],
         "tokenizer_hash": state["tokenizer_hash"],
     }
-    for i in range(num_samples):
+    for (req, name), i in ((job, i) for job in jobs for i in range(num_samples)):
         r = dataclasses.replace(req, seed=req.seed + i)
         stem = name if num_samples == 1 else f"{name}_{i + 1}"
         sections = parse_form(r.form, r.bars_per_section)
-        song = generator.generate(r, text, sections)
+        song = generator.generate(r, texts.get(r.prompt), sections)
         for note in song.notes:
             log.warning("%s: %s", stem, note)
         midi, wav, meta, png = (out_dir / f"{stem}.{ext}" for ext in ("mid", "wav", "json", "png"))

@@ -37,17 +37,6 @@ from src.models.sampling import Grammar, PlannerStepper, SamplingConfig, filter_
 from src.models.symbolic_planner import EMOTIONS, STYLES, SymbolicPlanner
 
 log = logging.getLogger(__name__)
-KEY_NAMES = {n.lower(): i for i, n in enumerate(F.PITCH_CLASSES)} | {
-    "db": 1,
-    "d#": 3,
-    "gb": 6,
-    "g#": 8,
-    "a#": 10,
-    "cb": 11,
-    "e#": 5,
-    "fb": 4,
-    "b#": 0,
-}
 # A General MIDI program's typical register (MIDI pitch at its centre), for assigning voices.
 REGISTER = {
     range(0, 8): 60,
@@ -108,7 +97,7 @@ def parse_key(text: str) -> tuple[int, str]:
     m = re.fullmatch(r"\s*([A-Ga-g])([#b]?)\s*(m|min|minor|maj|major)?\s*", text)
     if not m:
         raise ValueError(f"--key: cannot read {text!r} (e.g. 'C', 'F# minor', 'Bbm')")
-    tonic = KEY_NAMES[(m.group(1) + m.group(2)).lower()]
+    tonic = F.TONICS[(m.group(1) + m.group(2)).lower()]
     return tonic, "minor" if (m.group(3) or "").startswith("m") and m.group(3) not in ("maj", "major") else "major"
 
 
