@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stage 1: sources -> labelled manifest -> splits -> REMI+ tokeniser (BPE) -> token shards.
 #   bash 01_prepare_data.sh [--preset tiny|small|full] [--config FILE] [--set key=value ...]
-#                           [--midi_dir DIR --style STYLE ...] [--no_music21]
+#                           [--midi_dir DIR --style STYLE ...] [--no_music21] [--mirror DIR_OR_URL]
 # Outputs under data/processed/<preset>/ (see docs in README.md); reruns resume and skip.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -179,12 +179,12 @@ def test_pop909_download_and_prepare(served, tmp_path):
     archive = pack_local_copy(POP909, served.root)
     cfg = DataConfig(preset="pop909", raw_dir=str(tmp_path / "raw"), processed_dir=str(tmp_path / "proc"), workers=2)
     cfg.music21.enabled = False
-    cfg.pop909 = POP909Config(enabled=True, max_files=24)
+    cfg.pop909 = POP909Config(enabled=True)  # all 909 songs
     cfg.pop909.archive = RemoteFile(url=f"{served.url}/{archive.name}")
     cfg.audio.enabled = cfg.preference.enabled = False
     summary = prepare(cfg)
     rows = read_jsonl(tmp_path / "proc" / "manifest.jsonl")
-    assert len(rows) == summary["pieces"] >= 20
+    assert len(rows) == summary["pieces"] == 909 and summary["key_annotated"] == 909
     assert {r["source"] for r in rows} == {"pop909"} and {r["style"] for r in rows} == {"POP"}
     for r in rows:
         song = r["id"].split("/")[1]
@@ -314,3 +314,24 @@ def test_generate_from_prompts_csv(tmp_path, micro_checkpoint):
         assert meta["settings"]["prompt"] == r["caption"]
         assert (meta["settings"]["style"], meta["settings"]["emotion"]) == (r["style"], r["emotion"])
         assert meta["settings"]["tempo"] == r["tempo"] and (out / f"{r['name']}.mid").is_file()
+
+
+@needs_musiccaps
+def test_fetch_cli_from_a_mirror_folder(tmp_path, capsys):
+    from src.data.fetch import main
+
+    assert main(["musiccaps", "--raw_dir", str(tmp_path), "--mirror", str(MUSICCAPS_CSV.parent)]) == 0
+    got = tmp_path / "musiccaps" / "musiccaps-public.csv"
+    assert got.read_bytes() == MUSICCAPS_CSV.read_bytes() and str(got) in capsys.readouterr().out
+    assert "musiccaps-public.csv" in json.loads((tmp_path / "musiccaps" / "checksums.json").read_text())
+
+
+def test_prepare_cli_names_the_url_and_mirror_when_unreachable(tmp_path, caplog):
+    from src.data.prepare import main
+
+    url = "http://127.0.0.1:9/POP909.zip"  # the discard port: nothing listens
+    args = ["--no_music21", "--set", "pop909.enabled=true", "--set", f"pop909.archive.url={url}",
+            "--set", f"raw_dir={tmp_path}/raw", "--set", f"processed_dir={tmp_path}/p"]  # fmt: skip
+    assert main(args) == 2
+    assert url in caplog.text and "--mirror DIR_OR_URL" in caplog.text
+    assert not list((tmp_path / "raw").rglob("*.zip"))

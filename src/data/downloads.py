@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import shutil
@@ -185,7 +186,7 @@ def _http_download(url: str, part: Path, retries: int, timeout: float, name: str
             raise DownloadError(
                 f"cannot download {url}: HTTP {e.code} {e.reason}; {MIRROR_HINT.format(name=name)}"
             ) from None
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as e:
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as e:  # incl. timeouts, resets
             reason = getattr(e, "reason", e)
             got = part.stat().st_size if part.exists() else 0
             if got == 0 and isinstance(e, urllib.error.URLError):  # never reached: no point retrying

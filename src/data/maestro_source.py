@@ -9,7 +9,6 @@ no metrical grid (one 120 BPM tempo), so ``tempo_marked`` is false for every pie
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from typing import Any
 from src.data.downloads import RemoteFile, fetch, fetch_and_extract
 from src.data.sources import RawPiece, Rejection, normalise_title, safe_name
 
-log = logging.getLogger(__name__)
 _BASE = "https://storage.googleapis.com/magentadata/datasets/maestro/v3.0.0"
 SPLITS = ("train", "validation", "test")
 

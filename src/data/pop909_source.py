@@ -8,7 +8,6 @@ key label instead of the estimate. The ``versions/`` folders (other arrangements
 
 from __future__ import annotations
 
-import logging
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,6 @@ from src.data.sources import RawPiece, Rejection
 from src.eval.metrics import TONICS
 from src.utils.io import atomic_path
 
-log = logging.getLogger(__name__)
 POP909_COMMIT = "efa0bce09b0b8dc241957412270aba6740bd0bf5"
 
 
