@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # The whole pipeline on the offline default data: setup (when needed), stages 01 -> 05, an evaluation report.
-#   bash run_full_pipeline.sh [--preset tiny|small|full] [--force] [--config_dir DIR]
+#   bash run_full_pipeline.sh [--preset tiny|small|full] [--force] [--config_dir DIR] [--mirror DIR_OR_URL]
 # A stage whose artefacts are up to date is skipped unless --force. The full preset trains with
-# torchrun over every local GPU. At the end: the artefacts and the time each stage took.
+# torchrun over every local GPU; small and full download public datasets (--mirror: from a local copy).
+# At the end: the artefacts and the time each stage took.
 set -euo pipefail
 cd "$(dirname "$0")"
-preset=tiny; force=0; config_dir=config
+preset=tiny; force=0; config_dir=config; mirror=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --preset) preset="${2:?--preset needs tiny, small or full}"; shift 2 ;;
     --force) force=1; shift ;;
     --config_dir) config_dir="${2:?--config_dir needs a folder}"; shift 2 ;;
-    -h|--help) sed -n 2,5p "$0"; exit 0 ;;
+    --mirror) mirror=(--mirror "${2:?--mirror needs a folder or http(s) address}"); shift 2 ;;
+    -h|--help) sed -n 2,6p "$0"; exit 0 ;;
     *) echo "run_full_pipeline.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
 done
@@ -29,7 +31,7 @@ timed() {  # timed NAME COMMAND...: run, and remember how long it took
 }
 start=$(date +%s)
 timed "setup" bash setup.sh --quiet
-timed "1 prepare data" "$PY" -m src.data.prepare --config "$config_dir/data_$preset.yaml"
+timed "1 prepare data" "$PY" -m src.data.prepare --config "$config_dir/data_$preset.yaml" ${mirror[@]+"${mirror[@]}"}
 
 gpus=$("$PY" -c "import torch; print(torch.cuda.device_count())" | tail -n 1)
 config_value() {  # config_value FILE KEY: a top-level value of a YAML config

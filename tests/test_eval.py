@@ -95,6 +95,20 @@ def test_judge_learns_and_reports_its_accuracy():
     assert judge.score_on(x, y) == 1.0 and judge.classes == ["HAPPY", "SAD"]
 
 
+def test_judges_leave_unlabelled_pieces_out():
+    """Lakh pieces without a mapped genre have style None: no judge trains or is scored on them."""
+    from src.eval.evaluate import Piece, train_judges
+
+    def piece(i: int, style: str | None, emotion: str) -> Piece:
+        shift = 0 if emotion == "HAPPY" else 7 + i % 3
+        return Piece(f"p{i}", scale() + [0, 0, shift, 0], TPQ, 90.0 + 30 * (style == "POP"), "4/4", [0], [],
+                     {"row": {"style": style, "emotion": emotion}}).measure()  # fmt: skip
+
+    train = [piece(i, ("POP", "FOLK", None)[i % 3], ("HAPPY", "SAD")[i % 2]) for i in range(24)]
+    judges = train_judges(train, train, seed=0)
+    assert judges["style"].classes == ["FOLK", "POP"] and set(judges["emotion"].classes) == {"HAPPY", "SAD"}
+
+
 def test_control_accuracy_checks_each_control():
     from src.eval.evaluate import Piece, control_accuracy
     from src.generation.song import SongRequest
