@@ -179,6 +179,19 @@ def test_repeated_section_reuses_its_first_occurrence(micro_checkpoint):
     assert bars[5:8] == bars[0:3]  # the second "a" is the first, bar for bar (no variation)
 
 
+def test_no_style_condition(micro_checkpoint):
+    """An unlabelled piece's request (style None, e.g. Lakh without a genre) uses the null style."""
+    from src.generation.song import SongControls, SongGenerator, SongRequest
+    from src.models.builders import codec_from_checkpoint, load_planner
+
+    model, state = load_planner(micro_checkpoint)
+    g = SongGenerator(model, codec_from_checkpoint(state), state["data_stats"], SongControls())
+    song = g.generate(SongRequest(style=None, emotion="HAPPY", tempo=100.0, seed=2), None, parse_form("a:2", 2))
+    assert song.facts["bars"] == 2 and not any("style" in n for n in song.notes)
+    with pytest.raises(ValueError, match="unknown style 'ROCK'"):
+        g.generate(SongRequest(style="ROCK"), None, parse_form("a:2", 2))
+
+
 def test_unseen_instruments_assigned_by_register(micro_checkpoint, tmp_path):
     meta = generate(tmp_path, micro_checkpoint, "c", "--prompt", "trumpet, flute and tuba", "--form", "a:4")
     assert set(meta["facts"]["instruments"]) == {"Trumpet", "Flute", "Tuba"}

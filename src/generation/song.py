@@ -104,7 +104,7 @@ def parse_key(text: str) -> tuple[int, str]:
 @dataclass
 class SongRequest:
     prompt: str = ""
-    style: str = "CLASSICAL"
+    style: str | None = "CLASSICAL"  # None: no style condition (the model's null style)
     emotion: str = "HAPPY"
     tempo: float = 100.0
     form: str = ""
@@ -265,11 +265,11 @@ class SongGenerator:
 
     # ------------------------------------------------------------------ post-processing
     def generate(self, req: SongRequest, text: np.ndarray | None, sections: list[Section]) -> Song:
-        if req.style not in STYLES or req.emotion not in EMOTIONS:
+        if (req.style is not None and req.style not in STYLES) or req.emotion not in EMOTIONS:
             raise ValueError(f"unknown style {req.style!r} or emotion {req.emotion!r}")
         notes: list[str] = []
         known_styles = sorted(s for s in self.stats["styles"] if s in STYLES)
-        if req.style not in known_styles:
+        if req.style is not None and req.style not in known_styles:
             notes.append(
                 f"warning: the checkpoint has no training data for style {req.style}; "
                 f"it knows {', '.join(known_styles)}"
@@ -280,7 +280,8 @@ class SongGenerator:
         if named:
             programs = named
         else:
-            programs = self.stats["style_programs"].get(req.style) or self.stats["style_programs"][known_styles[0]]
+            by_style = self.stats["style_programs"]  # style None: an unlabelled piece (no style condition)
+            programs = by_style.get(req.style or "UNLABELLED") or next(iter(by_style.values()))
         restrict = programs if not unseen else None
         if unseen:
             notes.append(
