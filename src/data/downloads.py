@@ -122,27 +122,25 @@ def fetch(remote: RemoteFile, dest: str | Path, mirror: str = "", retries: int =
     dest.mkdir(parents=True, exist_ok=True)
     path = dest / remote.filename
     expected, origin = expected_digests(remote, dest)
-    if path.is_file():
-        problem = verify(path, expected)
-        if not problem:
-            log.info("%s present and valid (checksum %s)", path, origin)
-            return path
-        log.warning("%s: %s; fetching it again", path, problem)
-        path.unlink()
-    src = source_of(remote, mirror)
-    part = path.with_name(path.name + ".part")
-    if src.startswith(("http://", "https://")):
-        _http_download(src, part, retries, timeout, remote.filename)
+    if path.is_file() and not (problem := verify(path, expected)):
+        log.info("%s present and valid (checksum %s)", path, origin)
     else:
-        if not Path(src).is_file():
-            raise DownloadError(f"--mirror {mirror}: {src} not found (the mirror must hold {remote.filename})")
-        shutil.copyfile(src, part)
-    problem = verify(part, expected)
-    if problem:
-        part.unlink()
-        raise ChecksumError(f"{src}: {problem} (checksum {origin}); the file was deleted and is not used")
-    os.replace(part, path)
-    if origin == "none yet":  # the first download: record what we got, so later copies must match it
+        if path.is_file():
+            log.warning("%s: %s; fetching it again", path, problem)
+            path.unlink()
+        src = source_of(remote, mirror)
+        part = path.with_name(path.name + ".part")
+        if src.startswith(("http://", "https://")):
+            _http_download(src, part, retries, timeout, remote.filename)
+        else:
+            if not Path(src).is_file():
+                raise DownloadError(f"--mirror {mirror}: {src} not found (the mirror must hold {remote.filename})")
+            shutil.copyfile(src, part)
+        if problem := verify(part, expected):
+            part.unlink()
+            raise ChecksumError(f"{src}: {problem} (checksum {origin}); the file was deleted and is not used")
+        os.replace(part, path)
+    if origin == "none yet":  # the first copy: record what we got, so later copies must match it
         got = file_digests(path)
         recs = _records(dest)
         recs[remote.filename] = {
