@@ -21,10 +21,10 @@ import argparse
 import dataclasses
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 
+from src.data.sources import safe_name
 from src.generation.song import GenerationConfig, SongRequest
 from src.models.sampling import SamplingConfig
 from src.models.symbolic_planner import EMOTIONS, STYLES
@@ -114,10 +114,10 @@ def prompt_jobs(a: argparse.Namespace, cfg: GenerationConfig) -> tuple[list[tupl
     for p in read_prompts(a.prompts_csv, a.limit):
         c = controls_for(p, a.style.upper(), a.emotion.upper(), defaults)
         row_args = argparse.Namespace(
-            **{**vars(a), "prompt": p.caption, "style": c.style, "emotion": c.emotion, "tempo": c.tempo, "form": a.form}
+            **{**vars(a), "prompt": p.caption, "style": c.style, "emotion": c.emotion, "tempo": c.tempo}
         )
         req, _ = validate(row_args, cfg)
-        name = f"{a.output_name}_{p.row:04d}_{re.sub(r'[^A-Za-z0-9_-]+', '_', p.id)}"
+        name = f"{a.output_name}_{p.row:04d}_{safe_name(p.id)}"
         jobs.append((req, name))
         index.append({"row": p.row, "id": p.id, "name": name, "caption": p.caption, **dataclasses.asdict(c)})
     return jobs, index

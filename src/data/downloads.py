@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import logging
 import os
 import shutil
@@ -31,7 +32,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from src.utils.io import write_json
+from src.utils.io import file_stamp, write_json
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -78,8 +79,6 @@ def file_digests(path: Path) -> dict[str, Any]:
 
 
 def _records(dest: Path) -> dict[str, dict[str, Any]]:
-    import json
-
     path = dest / "checksums.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
@@ -265,12 +264,9 @@ def safe_extract(archive: str | Path, target: str | Path) -> Path:
     """Extract ``archive`` into ``target`` (all or nothing); skipped when already extracted from it."""
     archive, target = Path(archive), Path(target)
     marker = target / ".extracted.json"
-    digest = file_digests(archive)["sha256"]
-    if marker.is_file():
-        import json
-
-        if json.loads(marker.read_text()).get("sha256") == digest:
-            return target
+    stamp = file_stamp(archive)  # fetch() has verified the archive's content; this names that copy
+    if marker.is_file() and json.loads(marker.read_text()).get("stamp") == stamp:
+        return target
     names = check_members(archive)
     tmp = target.with_name(f".{target.name}.partial")
     if tmp.exists():
@@ -283,7 +279,7 @@ def safe_extract(archive: str | Path, target: str | Path) -> Path:
         else:
             with tarfile.open(archive) as tf:
                 tf.extractall(tmp, filter="data")
-        write_json(tmp / ".extracted.json", {"archive": archive.name, "sha256": digest, "members": len(names)})
+        write_json(tmp / ".extracted.json", {"archive": archive.name, "stamp": stamp, "members": len(names)})
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)

@@ -6,7 +6,6 @@ BOS); its plan is the piece's repetition sections from the window's first bar on
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -18,7 +17,7 @@ from src.data.token_store import TokenDataset
 from src.data.tokenizer import TokenCodec
 from src.models.conditions import Conditions, key_id, to_arrays
 from src.models.symbolic_planner import PlannerConfig
-from src.utils.io import atomic_path, read_jsonl, write_json
+from src.utils.io import atomic_path, read_jsonl, sha256_text, write_json
 
 log = logging.getLogger(__name__)
 PAD, BOS, EOS = 0, 1, 2
@@ -31,7 +30,7 @@ def caption_embeddings(processed_dir: str | Path) -> np.ndarray:
 
     processed_dir = Path(processed_dir)
     rows = read_jsonl(processed_dir / "manifest.jsonl")
-    digest = hashlib.sha256(json.dumps([TEXT_MODEL, [r["caption"] for r in rows]]).encode()).hexdigest()[:16]
+    digest = sha256_text(json.dumps([TEXT_MODEL, [r["caption"] for r in rows]]))[:16]
     path, meta = processed_dir / "caption_embeddings.npy", processed_dir / "caption_embeddings.json"
     if path.is_file() and meta.is_file() and json.loads(meta.read_text())["digest"] == digest:
         return np.load(path)

@@ -37,7 +37,7 @@ from src.data.splits import SplitConfig, split_of
 from src.data.token_store import token_store_meta, write_token_store
 from src.data.tokenizer import TokenizerConfig, load_tokenizer, tokenizer_hash, train_tokenizer
 from src.utils.config import ConfigError, add_config_args, load_config, save_config
-from src.utils.io import sha256_text, write_json, write_jsonl, write_text
+from src.utils.io import file_stamp, sha256_text, write_json, write_jsonl, write_text
 from src.utils.logging import setup_logging
 from src.utils.parallel import pool_map
 
@@ -107,11 +107,6 @@ def _tokenise_job(job: tuple[int, str]) -> tuple[int, np.ndarray | None, int, st
         return row, None, 0, f"tokenisation failed: {type(e).__name__}: {e}"[:200]
 
 
-def _file_stamp(path: str) -> str:
-    st = os.stat(path)
-    return f"{st.st_size}:{st.st_mtime_ns}"
-
-
 def prepare(cfg: DataConfig) -> dict[str, Any]:
     """Run stage 1; return the summary (also written to ``processed_dir/summary.json``)."""
     t0 = time.time()
@@ -160,7 +155,7 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
     if cfg.tokenizer.max_train_pieces:
         train_rows = train_rows[: cfg.tokenizer.max_train_pieces]
     tok_fp = sha256_text(
-        json.dumps([asdict(cfg.tokenizer), [(r["id"], _file_stamp(r["midi_path"])) for r in train_rows]])
+        json.dumps([asdict(cfg.tokenizer), [(r["id"], file_stamp(r["midi_path"])) for r in train_rows]])
     )
     state_path = out / "state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
@@ -177,7 +172,7 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
     for i, r in enumerate(rows):
         r["row"] = i
     tokens_dir = out / "tokens"
-    tokens_fp = sha256_text(json.dumps([tok_hash, [(r["id"], _file_stamp(r["midi_path"])) for r in rows]]))
+    tokens_fp = sha256_text(json.dumps([tok_hash, [(r["id"], file_stamp(r["midi_path"])) for r in rows]]))
     meta = token_store_meta(tokens_dir)
     prev_manifest = out / "manifest.jsonl"
     if meta and meta.get("fingerprint") == tokens_fp and prev_manifest.is_file():

@@ -20,16 +20,8 @@ import numpy as np
 PITCH_CLASSES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 # tonic names (lower case, sharps and flats) -> pitch class
 TONICS = {n.lower(): i for i, n in enumerate(PITCH_CLASSES)} | {
-    "db": 1,
-    "d#": 3,
-    "gb": 6,
-    "g#": 8,
-    "a#": 10,
-    "cb": 11,
-    "e#": 5,
-    "fb": 4,
-    "b#": 0,
-}
+    "db": 1, "d#": 3, "gb": 6, "g#": 8, "a#": 10, "cb": 11, "e#": 5, "fb": 4, "b#": 0,
+}  # fmt: skip
 # Krumhansl & Kessler (1982) probe-tone profiles, C major and C minor.
 KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def run_generation(
         "step": state["step"],
         "tokenizer_hash": state["tokenizer_hash"],
     }
-    for (req, name), i in ((job, i) for job in jobs for i in range(num_samples)):
+    for (req, name), i in itertools.product(jobs, range(num_samples)):
         r = dataclasses.replace(req, seed=req.seed + i)
         stem = name if num_samples == 1 else f"{name}_{i + 1}"
         sections = parse_form(r.form, r.bars_per_section)

@@ -248,7 +248,8 @@ def fit(
                     e.lerp_(p.detach(), 1 - decay)
                 for e, b in zip(ema.buffers(), raw_model.buffers()):
                     e.copy_(b)
-        loss_avg = float(all_reduce_mean(loss_sum, info))
+        if step % cfg.log_every == 0 or step == 1:  # the all-reduce syncs the device: only when logging
+            loss_avg = float(all_reduce_mean(loss_sum, info))
         if info.is_main and (step % cfg.log_every == 0 or step == 1):
             rate = units / max(time.time() - t_log, 1e-9)
             lr = sched.get_last_lr()[0]

@@ -53,6 +53,12 @@ def copy_atomic(src: str | Path, dst: str | Path) -> None:
         shutil.copyfile(src, tmp)
 
 
+def file_stamp(path: str | Path) -> str:
+    """Size and modification time: cheap identity of a file for caches (content hashes are slow)."""
+    st = os.stat(path)
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
