@@ -198,6 +198,30 @@ def test_dataset_transposition(micro_data):
     assert plain[0]["row"]["split"] == "train"
 
 
+def test_cached_tokens_take_this_runs_labels(tmp_path):
+    """A label setting changed on a rerun: the token shards stay, the manifest's labels follow."""
+    d = tmp_path / "midi"
+    d.mkdir()
+    for i in range(10):
+        make_midi(d / f"song{i}.mid", 100.0 + i, 4, 4, [60 + (i + k) % 12 for k in range(40)])
+    out = tmp_path / "processed"
+    args = ["--config", "config/data_tiny.yaml", "--no_music21", "--midi_dir", str(d), "--style", "POP",
+            "--set", f"raw_dir={tmp_path / 'raw'}", "--set", f"processed_dir={out}",
+            "--set", "tokenizer.vocab_size=480", "--set", "audio.enabled=false",
+            "--set", f"preference.out_path={tmp_path / 'pairs.json'}", "--set", "preference.train_pairs=4",
+            "--set", "preference.validation_pairs=0"]  # fmt: skip
+    assert prepare_main(args) == 0
+    first, shards = read_jsonl(out / "manifest.jsonl"), (out / "tokens" / "meta.json").read_bytes()
+    pairs_fp = json.loads((tmp_path / "pairs.json").read_text())["fingerprint"]
+    assert prepare_main([*args, "--set", "labels.arousal_threshold=1000"]) == 0
+    second = read_jsonl(out / "manifest.jsonl")
+    assert (out / "tokens" / "meta.json").read_bytes() == shards  # not re-tokenised
+    assert [(r["id"], r["row"], r["n_tokens"]) for r in second] == [(r["id"], r["row"], r["n_tokens"]) for r in first]
+    assert {r["emotion"] for r in first} & {"HAPPY", "TENSE"}  # some high arousal at the default threshold
+    assert {r["emotion"] for r in second} <= {"SAD", "PEACEFUL"}  # none at 1000 onsets/s
+    assert json.loads((tmp_path / "pairs.json").read_text())["fingerprint"] != pairs_fp  # pairs carry labels
+
+
 def test_rerun_is_cached_and_resumes_after_interruption(micro_data, tmp_path):
     cfg, first = micro_data
     out = Path(cfg.processed_dir)

@@ -37,7 +37,7 @@ from src.data.splits import SplitConfig, split_of
 from src.data.token_store import token_store_meta, write_token_store
 from src.data.tokenizer import TokenizerConfig, load_tokenizer, tokenizer_hash, train_tokenizer
 from src.utils.config import ConfigError, add_config_args, load_config, save_config
-from src.utils.io import file_stamp, sha256_text, write_json, write_jsonl, write_text
+from src.utils.io import file_stamp, read_jsonl, sha256_text, write_json, write_jsonl, write_text
 from src.utils.logging import setup_logging
 from src.utils.parallel import pool_map
 
@@ -177,7 +177,12 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
     prev_manifest = out / "manifest.jsonl"
     if meta and meta.get("fingerprint") == tokens_fp and prev_manifest.is_file():
         log.info("token shards up to date: %s", tokens_dir)
-        kept = [json.loads(line) for line in prev_manifest.read_text().splitlines()]
+        # the shards are current, the labels are this run's (label or split settings may have changed)
+        previous = read_jsonl(prev_manifest)
+        tokenised = {r["id"]: {k: r[k] for k in ("row", "n_tokens", "n_base_tokens")} for r in previous}
+        kept = sorted(({**r, **tokenised[r["id"]]} for r in rows if r["id"] in tokenised), key=lambda r: r["row"])
+        if kept != previous:
+            write_jsonl(prev_manifest, kept)
         rejected += [Rejection(**r) for r in meta["rejected"]]
     else:
         jobs = [(r["row"], r["midi_path"]) for r in rows]
@@ -216,7 +221,8 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
     # 7. synthetic preference pairs (real passage vs a corrupted copy), cached by their inputs
     prefs = None
     if cfg.preference.enabled:
-        pref_fp = sha256_text(json.dumps([tokens_fp, asdict(cfg.preference), SCORER_VERSION]))
+        labels_fp = sha256_text(json.dumps(kept))  # the pairs carry each piece's labels as conditions
+        pref_fp = sha256_text(json.dumps([tokens_fp, labels_fp, asdict(cfg.preference), SCORER_VERSION]))
         pref_path = Path(cfg.preference.out_path)
         current = json.loads(pref_path.read_text()) if pref_path.is_file() else {}
         if current.get("fingerprint") == pref_fp:  # the file's own record: another run may have replaced it
