@@ -8,6 +8,10 @@ with the small preset's settings on POP909 alone (``--mirror``: verify, extract,
 the tokeniser, tokenise; the renderer's audio pairs and the preference pairs are left out, as
 they are capped per preset rather than per dataset). Estimates scale the measured rates by the
 publishers' own figures; they assume the same 2 worker processes.
+
+Also: stage 1's per-source table with POP909 beside ``--beside``'s music21 collections (their
+conversion cached under data/raw), and, over MusicCaps' whole caption table, how often a
+caption's own words set style, emotion and tempo for ``05_generate_song.py --prompts_csv``.
 """
 
 from __future__ import annotations
@@ -32,6 +36,20 @@ MAESTRO = {"files": 1276, "notes": 7_040_000, "archive_bytes": 58_416_533}
 LAKH_CLEAN = {"files": 17_000, "archive_bytes": 234_283_029}
 
 
+def musiccaps_coverage(csv_path: str) -> dict | None:
+    """How often a caption's own words set each control (05 --prompts_csv), over the whole table."""
+    import dataclasses
+
+    from src.data.musiccaps import controls_for, read_prompts, summary
+    from src.generation.song import GenerationConfig
+
+    if not Path(csv_path).is_file():
+        return None
+    default_tempo = load_config(GenerationConfig, "config/generation.yaml", []).default_tempo
+    rows = [dataclasses.asdict(controls_for(p, "POP", "HAPPY", default_tempo)) for p in read_prompts(csv_path)]
+    return summary(rows)
+
+
 def du(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -43,6 +61,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", default="docs/results/datasets_pop909.json")
     ap.add_argument("--bandwidth_mb_s", type=float, default=10.0, help="for the download-time estimates")
+    ap.add_argument("--beside", default="config/data_tiny.yaml", help="also POP909 beside this config's music21 corpus")
+    ap.add_argument("--musiccaps", default="../shared/datasets/musiccaps/musiccaps-public.csv")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -68,6 +88,14 @@ def main() -> None:
                 zf.write(m, m.name)
         midi_bytes, zip_bytes = sum(m.stat().st_size for m in midis), deflated.stat().st_size
         tokens_disk = du(Path(cfg.processed_dir) / "tokens")
+        beside = None
+        if args.beside:  # the summary with several sources: the music21 corpus (cached under data/raw) + POP909
+            both = load_config(DataConfig, args.beside, [])
+            both.pop909.enabled, both.audio.enabled, both.preference.enabled = True, False, False
+            both.processed_dir, both.mirror, both.workers = str(tmp / "beside"), cfg.mirror, args.workers
+            t = time.time()
+            beside = {"config": args.beside, "by_source_style": prepare(both)["by_source_style"]}
+            beside["seconds"] = round(time.time() - t, 1)
     steps = summary["step_seconds"]
     files, notes = summary["pieces"] + summary["rejected"], sum(r["n_notes"] for r in rows)
     per_file = (steps["labels"] + steps["tokens"]) / files
@@ -129,6 +157,8 @@ def main() -> None:
             "assumed_bandwidth_mb_s": mb_s,
         },
         "estimates": est,
+        "beside_music21": beside,
+        "musiccaps_controls": musiccaps_coverage(args.musiccaps),
     }
     write_json(args.json, result)
     print(json.dumps(result, indent=1))
