@@ -17,7 +17,7 @@ import argparse
 import logging
 import sys
 
-from src.models.alignment import AlignmentConfig
+from src.training.dpo import AlignmentConfig
 from src.training.entry import load_stage_config, run_training
 from src.utils.config import add_config_args
 

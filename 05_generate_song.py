@@ -25,9 +25,12 @@ import sys
 from pathlib import Path
 
 from src.data.sources import safe_name
-from src.generation.song import GenerationConfig, SongRequest
+from src.generation.config import GenerationConfig
+from src.generation.song import SongRequest
 from src.models.sampling import SamplingConfig
-from src.models.symbolic_planner import EMOTIONS, STYLES
+from src.music.form import parse_form
+from src.music.theory import parse_key
+from src.music.vocab import EMOTIONS, STYLES
 from src.utils.config import ConfigError, add_config_args, load_config
 from src.utils.logging import setup_logging
 
@@ -61,8 +64,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def validate(a: argparse.Namespace, cfg: GenerationConfig) -> tuple[SongRequest, Path]:
     """Every check before anything is written; a ValueError names the flag."""
-    from src.generation.song import parse_form, parse_key
-
     a.style, a.emotion = a.style.upper(), a.emotion.upper()
     if a.style not in STYLES:
         raise ValueError(f"--style: unknown style {a.style!r} (choose {', '.join(STYLES)})")

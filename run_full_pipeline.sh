@@ -17,7 +17,7 @@ while [ $# -gt 0 ]; do
     *) echo "run_full_pipeline.sh: unknown option '$1'" >&2; exit 2 ;;
   esac
 done
-for f in "data_$preset.yaml" "symbolic_$preset.yaml" "renderer_$preset.yaml" "alignment_$preset.yaml" generation.yaml; do
+for f in "data_$preset.yaml" "symbolic_$preset.yaml" "renderer_$preset.yaml" "alignment_$preset.yaml" generation.yaml eval.yaml; do
   [ -f "$config_dir/$f" ] || { echo "run_full_pipeline.sh: missing $config_dir/$f (preset '$preset')" >&2; exit 2; }
 done
 PY=.venv/bin/python
@@ -34,8 +34,8 @@ timed "setup" bash setup.sh --quiet
 timed "1 prepare data" "$PY" -m src.data.prepare --config "$config_dir/data_$preset.yaml" ${mirror[@]+"${mirror[@]}"}
 
 gpus=$("$PY" -c "import torch; print(torch.cuda.device_count())" | tail -n 1)
-config_value() {  # config_value FILE KEY: a top-level value of a YAML config
-  "$PY" -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2" | tail -n 1
+config_value() {  # config_value FILE KEY: a top-level value of a config (its base merged, {preset} filled in)
+  "$PY" -m src.utils.config "$1" "$2" | tail -n 1
 }
 train_stage() {  # train_stage NAME SCRIPT CONFIG: --force starts over; torchrun over every GPU for full
   local name="$1" script="$2" cfg="$3"
@@ -54,7 +54,7 @@ train_stage "4 align planner (DPO)" 04_preference_alignment.py "$config_dir/alig
 force_flag=(); [ "$force" = 1 ] && force_flag=(--force)
 timed "5 demo songs" "$PY" -m src.generation.demos --config "$config_dir/generation.yaml" --preset "$preset" ${force_flag[@]+"${force_flag[@]}"}
 
-out=$("$PY" -c "import sys; from src.utils.config import load_config; from src.generation.song import GenerationConfig; print(load_config(GenerationConfig, sys.argv[1]).output_dir)" "$config_dir/generation.yaml" | tail -n 1)
+out=$(config_value "$config_dir/generation.yaml" output_dir)
 # 6. the evaluation report: supervised vs aligned planner on held-out conditions (redone when either changes)
 supervised="$(config_value "$config_dir/symbolic_$preset.yaml" out_dir)/best.pt"
 aligned="$(config_value "$config_dir/alignment_$preset.yaml" out_dir)/best.pt"
@@ -63,7 +63,7 @@ if [ "$force" = 0 ] && [ -f "$eval_report" ] && [ "$eval_report" -nt "$supervise
   echo "=== 6 evaluation report: up to date ($eval_report)"
 else
   timed "6 evaluation report" "$PY" -m src.eval --checkpoint "$supervised" --checkpoint "$aligned" \
-    --data_dir "$(config_value "$config_dir/data_$preset.yaml" processed_dir)" --config "$config_dir/generation.yaml" \
+    --data_dir "$(config_value "$config_dir/data_$preset.yaml" processed_dir)" --config "$config_dir/eval.yaml" \
     --name "$preset" --out_dir "$out/eval"
 fi
 echo

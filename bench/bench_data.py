@@ -19,7 +19,7 @@ from symusic import Score
 from tqdm import tqdm
 
 from bench.common import machine
-from src.data.tokenizer import load_tokenizer, note_multiset
+from src.music.tokenizer import load_tokenizer, note_multiset
 from src.utils.io import read_jsonl
 
 

@@ -41,7 +41,7 @@ def musiccaps_coverage(csv_path: str) -> dict | None:
     import dataclasses
 
     from src.data.musiccaps import controls_for, read_prompts, summary
-    from src.generation.song import GenerationConfig
+    from src.generation.config import GenerationConfig
 
     if not Path(csv_path).is_file():
         return None

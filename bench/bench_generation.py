@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from bench.common import machine, table
-from src.generation.song import SongControls, SongGenerator, SongRequest, parse_form
+from src.generation.song import SongControls, SongGenerator, SongRequest
 from src.models.builders import codec_from_checkpoint, load_planner
 from src.models.sampling import SamplingConfig
 from src.models.symbolic_planner import SymbolicPlanner
+from src.music.form import parse_form
 from src.training.symbolic import SymbolicConfig
 from src.utils.config import load_config
 

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import machine, matmul_flops, sync, table
-from src.models.conditions import Conditions, batch
 from src.models.sampling import PlannerStepper, SamplingConfig
 from src.models.symbolic_planner import SymbolicPlanner
+from src.music.conditions import Conditions, batch
 from src.training.optim import build_optimizer
 from src.training.symbolic import SymbolicConfig
 from src.utils.config import load_config

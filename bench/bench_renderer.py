@@ -98,7 +98,8 @@ def bench(preset: str, device: torch.device, steps: int, reps: int) -> dict:
 
 
 def time_griffin_lim(n_mels: int, seconds: float = 30.0, iters: int = 32) -> dict:
-    from src.models.vocoder import MelConfig, mel_to_audio
+    from src.data.mel import MelConfig
+    from src.models.vocoder import mel_to_audio
 
     cfg = MelConfig(n_mels=n_mels)
     frames = int(seconds * cfg.sample_rate / cfg.hop_length)

@@ -6,7 +6,7 @@
 Choose settings on ``--split validation``; report on the test split. For each held-out piece:
 its conditions and first 2 bars prompt both planners, each samples ``--samples`` 4-bar
 continuations with the same seeds, and the heuristic scorer
-(src/data/scoring.py) judges them. Reported:
+(src/music/scoring.py) judges them. Reported:
 - win rate: share of (condition, sample) where the aligned continuation scores higher (ties 1/2);
   goal >= 70%;
 - distribution guard: per feature (scale consistency, grid alignment, groove, pitch range,
@@ -30,13 +30,12 @@ import numpy as np
 import torch
 
 from bench.common import machine, table
-from src.data.planner_dataset import caption_embeddings
-from src.data.preferences import bar_token_starts
-from src.data.scoring import score_tokens
 from src.data.token_store import TokenStore
 from src.eval.metrics import distinct_ngrams, ngrams
-from src.models.alignment import OnPolicyConfig, sample_continuations
 from src.models.builders import codec_from_checkpoint, load_planner
+from src.models.text_encoder import caption_embeddings
+from src.music.scoring import score_tokens
+from src.training.dpo import OnPolicyConfig, sample_continuations
 from src.utils.io import read_jsonl
 
 GUARD_MARGIN = 0.05
@@ -103,7 +102,7 @@ def main() -> None:
                 for k, v in s["features"].items():
                     feats[name].setdefault(k, []).append(v)
         ids = store[store.row_to_item[row["row"]]].astype(np.int64)
-        bs = bar_token_starts(ids, codec)
+        bs = codec.bar_token_starts(ids)
         if len(bs) > cfg.prompt_bars + cfg.continuation_bars:
             passage = ids[bs[cfg.prompt_bars] : bs[cfg.prompt_bars + cfg.continuation_bars]]
             real_seqs.append(passage)

@@ -16,12 +16,13 @@ import json
 import numpy as np
 
 from bench.common import machine, table
-from src.data.planner_dataset import BOS, EOS, IGNORE, PlannerDataset, caption_embeddings
-from src.data.token_store import TokenDataset
 from src.models.builders import load_codec
 from src.models.symbolic_planner import PlannerConfig
-from src.training.checkpoint import load_checkpoint
+from src.models.text_encoder import caption_embeddings
+from src.music.tokenizer import BOS, EOS, IGNORE
+from src.training.datasets import PlannerDataset, TokenDataset
 from src.training.symbolic import val_losses
+from src.utils.checkpoint import load_checkpoint
 
 
 def baselines(data_dir: str, ds: PlannerDataset, vocab: int) -> dict[str, float]:

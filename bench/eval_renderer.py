@@ -24,10 +24,12 @@ import numpy as np
 import torch
 
 from bench.common import machine, table
-from src.data.audio_pairs import AudioPairDataset
+from src.data.mel import log_mel
 from src.eval.audio import chroma_agreement, log_mel_distance
-from src.generation.neural_render import NeuralRenderConfig, NeuralRenderer, sample_mels
-from src.models.vocoder import log_mel, mel_to_audio
+from src.generation.neural_render import NeuralRenderConfig, NeuralRenderer
+from src.models.audio_renderer import sample_mels
+from src.models.vocoder import mel_to_audio
+from src.training.datasets import AudioPairDataset
 
 
 def evaluate(ckpt: str, segments: int, steps: int, batch: int, seed: int, device: str = "cpu") -> dict:

@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 
 from src.data.audio_pairs import AudioPairsConfig
+from src.data.mel import MelConfig
 from src.data.music21_source import CorpusCollection
 from src.data.preferences import PreferenceConfig
 from src.data.prepare import DataConfig, prepare
 from src.models.audio_renderer import RendererConfig
 from src.models.symbolic_planner import PlannerConfig
-from src.models.vocoder import MelConfig
 from src.training.renderer import RendererTrainConfig, RendererTrainingConfig
 from src.training.symbolic import SymbolicConfig, TrainConfig
 

@@ -1,4 +1,4 @@
-"""Stage 1 on real corpus pieces: round trip, vocabulary, splits, labels, sources, resume."""
+"""src.data: sources, labels, splits, the token store, renderer pairs, preference pair files, caching."""
 
 from __future__ import annotations
 
@@ -8,53 +8,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from symusic import Note, Score, Tempo, TimeSignature, Track
 
+from src.data.audio_pairs import (
+    REFERENCE_TEMPO,
+    AudioPairsConfig,
+    notes_in_seconds,
+    piano_roll,
+    piece_pairs,
+    window_notes,
+)
 from src.data.folder_source import FolderSource, FolderSourceConfig
 from src.data.labels import LabelConfig, analyse
+from src.data.mel import MelConfig
 from src.data.prepare import main as prepare_main
 from src.data.prepare import prepare
 from src.data.splits import SplitConfig, split_of
-from src.data.token_store import TokenDataset, TokenStore
-from src.data.tokenizer import TokenCodec, load_tokenizer, note_multiset
-from src.eval import metrics as F
-from src.utils.io import atomic_path, read_jsonl
-
-
-def manifest(cfg) -> list[dict]:
-    return read_jsonl(Path(cfg.processed_dir) / "manifest.jsonl")
-
-
-def test_vocabulary_is_exactly_512(micro_data):
-    cfg, _ = micro_data
-    tok = load_tokenizer(Path(cfg.processed_dir) / "tokenizer.json")
-    assert len(tok) == 512
-    assert tok.is_trained
-
-
-@pytest.mark.parametrize("which", ["bach/bwv1.6", "bach/bwv66.6", "oneills/0001-0050-000", "oneills/0001-0050-007"])
-def test_tokeniser_round_trip(micro_data, which):
-    cfg, _ = micro_data
-    tok = load_tokenizer(Path(cfg.processed_dir) / "tokenizer.json")
-    row = next(r for r in manifest(cfg) if r["id"] == f"music21/{which}")
-    original = tok.preprocess_score(Score(row["midi_path"]))  # notes on the tokeniser's grid
-    decoded = tok.decode(tok.encode(Path(row["midi_path"])))
-    want, got = note_multiset(original), note_multiset(decoded)
-    kept = sum((want & got).values()) / sum(want.values())
-    assert kept >= 0.99, f"{which}: only {kept:.3f} of notes survive the round trip"
-    # ...and the stored shard holds exactly these ids
-    store = TokenStore(cfg.processed_dir)
-    stored = np.asarray(store[store.row_to_item[row["row"]]])
-    assert stored.tolist() == list(tok.encode(Path(row["midi_path"])).ids)
-
-
-def test_tokenizer_reloads_identically(micro_data, tmp_path):
-    cfg, _ = micro_data
-    path = Path(cfg.processed_dir) / "tokenizer.json"
-    a, b = load_tokenizer(path), load_tokenizer(path)
-    midi = manifest(cfg)[0]["midi_path"]
-    assert a.encode(Path(midi)).ids == b.encode(Path(midi)).ids
-    assert a.vocab_model == b.vocab_model
+from src.music.theory import PITCH_CLASSES
+from src.music.tokenizer import load_tokenizer
+from src.utils.io import read_jsonl
+from tests.helpers import in_seconds, manifest, melody, midi_folder, write_midi
 
 
 def test_splits_deterministic_and_disjoint(micro_data):
@@ -88,29 +60,18 @@ def test_labels_on_known_pieces(micro_data):
     assert tune["style"] == "FOLK" and tune["programs"] == [40]
     for r in rows.values():
         assert len(r["sections"]) == r["n_bars"] == len(r["section_index"])
-        assert r["caption"] and r["key"].split()[0] in F.PITCH_CLASSES
-
-
-def make_midi(path: Path, qpm: float, num: int, den: int, pitches: list[int], program: int = 0) -> None:
-    s = Score(480)
-    s.tempos.append(Tempo(0, qpm))
-    s.time_signatures.append(TimeSignature(0, num, den))
-    t = Track(program=program)
-    for i, p in enumerate(pitches):
-        t.notes.append(Note(i * 240, 240, p, 90))
-    s.tracks.append(t)
-    s.dump_midi(str(path))
+        assert r["caption"] and r["key"].split()[0] in PITCH_CLASSES
 
 
 def test_folder_source_with_corrupt_file(tmp_path):
     d = tmp_path / "midi"
     d.mkdir()
     a_minor = [57, 60, 64, 69, 72, 76, 71, 68, 64, 59, 57, 45] * 4
-    make_midi(d / "good.mid", 97.0, 3, 4, a_minor, program=24)
+    write_midi(d / "good.mid", melody(a_minor, 240), qpm=97.0, time_signature=(3, 4), program=24)
     (d / "corrupt.mid").write_bytes(b"MThd\x00\x00\x00\x06garbage")
     (d / "empty.mid").write_bytes(b"")
     (d / "notes.txt").write_text("not music")
-    make_midi(d / "silent.mid", 120.0, 4, 4, [])
+    write_midi(d / "silent.mid", melody([], 240), qpm=120.0, time_signature=(4, 4))
     src = FolderSource(FolderSourceConfig(path=str(d), style="pop"))
     pieces, rejected = src.collect(tmp_path, 1)
     assert [r.reason for r in rejected] == ["not a MIDI file (suffix '.txt')"]
@@ -129,10 +90,7 @@ def test_folder_source_with_corrupt_file(tmp_path):
 
 
 def test_folder_source_end_to_end_lists_rejects(tmp_path):
-    d = tmp_path / "midi"
-    d.mkdir()
-    for i in range(10):
-        make_midi(d / f"song{i}.mid", 100.0 + i, 4, 4, [60 + (i + k) % 12 for k in range(40)])
+    d = midi_folder(tmp_path / "midi", 10)
     (d / "broken.mid").write_bytes(b"\x00" * 100)
     out = tmp_path / "processed"
     rc = prepare_main(
@@ -160,7 +118,7 @@ def test_folder_source_end_to_end_lists_rejects(tmp_path):
 
 def test_bad_cli_input_exits_2(tmp_path):
     assert prepare_main(["--config", "config/data_tiny.yaml", "--set", "labels.phrase_bars=0"]) == 2
-    make_midi(tmp_path / "a.mid", 100.0, 4, 4, list(range(60, 80)))
+    write_midi(tmp_path / "a.mid", melody(list(range(60, 80)), 240), qpm=100.0, time_signature=(4, 4))
     assert (
         prepare_main(
             [
@@ -182,28 +140,9 @@ def test_bad_cli_input_exits_2(tmp_path):
     assert prepare_main(["--midi_dir", str(tmp_path), "--style", "ROCK", "--no_music21"]) == 2
 
 
-def test_dataset_transposition(micro_data):
-    cfg, _ = micro_data
-    tok = load_tokenizer(Path(cfg.processed_dir) / "tokenizer.json")
-    codec = TokenCodec(tok)
-    plain = TokenDataset(cfg.processed_dir, "train")
-    aug = TokenDataset(cfg.processed_dir, "train", transpose=3, seed=1, codec=codec)
-    ids = plain.ids(0)
-    assert np.array_equal(codec.encode_base(codec.to_base(ids)), ids)  # BPE codec is exact
-    up = codec.transpose(ids, 2)
-    a = note_multiset(tok.decode(ids.tolist()))
-    b = note_multiset(tok.decode(up.tolist()))
-    assert Counter({(p, n + 2, s, d): c for (p, n, s, d), c in a.items()}) == b
-    assert np.array_equal(aug.ids(0), TokenDataset(cfg.processed_dir, "train", 3, 1, codec).ids(0))
-    assert plain[0]["row"]["split"] == "train"
-
-
 def test_cached_tokens_take_this_runs_labels(tmp_path):
     """A label setting changed on a rerun: the token shards stay, the manifest's labels follow."""
-    d = tmp_path / "midi"
-    d.mkdir()
-    for i in range(10):
-        make_midi(d / f"song{i}.mid", 100.0 + i, 4, 4, [60 + (i + k) % 12 for k in range(40)])
+    d = midi_folder(tmp_path / "midi", 10)
     out = tmp_path / "processed"
     args = ["--config", "config/data_tiny.yaml", "--no_music21", "--midi_dir", str(d), "--style", "POP",
             "--set", f"raw_dir={tmp_path / 'raw'}", "--set", f"processed_dir={out}",
@@ -239,26 +178,6 @@ def test_rerun_is_cached_and_resumes_after_interruption(micro_data, tmp_path):
     assert not list(out.rglob("*.tmp"))
 
 
-def test_atomic_write_leaves_nothing_on_failure(tmp_path):
-    target = tmp_path / "x.json"
-    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
-        tmp.write_text("half")
-        raise RuntimeError("interrupted")
-    assert not target.exists() and not list(tmp_path.iterdir())
-
-
-def test_segmentation_and_key_on_hand_made_examples():
-    a = frozenset({(60, 0), (64, 4)})
-    b = frozenset({(50, 0), (53, 8)})
-    labels, index = F.segment_sections([a, a, b, b, a, a], phrase_bars=2)
-    assert labels == [0, 0, 1, 1, 0, 0] and index == [0, 1, 0, 1, 0, 1]
-    c_major = np.array([[i * 480, 480, p, 0] for i, p in enumerate([60, 62, 64, 65, 67, 69, 71, 72, 67, 64, 60])])
-    assert F.estimate_key(c_major)[:2] == (0, "major")
-    assert F.scale_consistency(c_major, 0, "major") == 1.0
-    assert F.bar_starts(4000, 480, [(0, 3, 4)]).tolist() == [0, 1440, 2880]
-    assert json.dumps(F.key_name(9, "minor")) == '"A minor"'
-
-
 def test_corpus_names_are_unique_in_nested_collections():
     from src.data.music21_source import CorpusCollection, corpus_files, corpus_name
     from src.data.sources import safe_name
@@ -268,3 +187,131 @@ def test_corpus_names_are_unique_in_nested_collections():
     assert len(files) > 1 and len(set(names)) == len(names)
     bach = corpus_files(CorpusCollection(name="bach", style="CLASSICAL", pattern="bach/bwv66.6.mxl"))
     assert corpus_name(bach[0]) == "bwv66.6.mxl" and corpus_name(bach[0], with_suffix=False) == "bwv66.6"
+
+
+def test_window_notes_keep_exactly_what_sounds():
+    notes = np.array(
+        [[0.0, 1.0, 60, 90, 0, 0], [0.5, 3.0, 62, 90, 0, 0], [2.0, 2.5, 64, 90, 0, 0], [3.0, 4.0, 65, 90, 0, 0]]
+    )
+    w = window_notes(notes, 1.0, 3.0)
+    assert w[:, 2].tolist() == [62, 64]  # the first note ended at 1.0, the last starts at 3.0
+    assert w[0, :2].tolist() == [0.0, 2.0] and w[0, 6] == 1  # carried over, cut at the window's end
+    assert w[1, :2].tolist() == [1.0, 1.5] and w[1, 6] == 0
+    roll = piano_roll(w, 128, MelConfig())  # 62.5 frames a second
+    assert roll[1, 62].max() == 0 and roll[0, 62, 0] == 90  # sounding without an onset
+    assert roll[1, 64].nonzero()[0].tolist() == [round(1.0 * 62.5)]
+
+
+def test_pair_alignment_onsets_in_tokens_are_energy_in_the_mel(micro_data, tmp_path):
+    """Decode each segment's tokens; every onset they hold must be a rise of energy at that mel frame."""
+    dcfg, _ = micro_data
+    tok = load_tokenizer(Path(dcfg.processed_dir) / "tokenizer.json")
+    onsets = [0.3, 1.1, 1.9, 2.7, 3.5, 4.3]
+    write_midi(
+        tmp_path / "clicks.mid", in_seconds(onsets, [60, 67, 72, 64, 69, 76], 0.3), time_signature=None, velocity=100
+    )
+    cfg = AudioPairsConfig(enabled=True, segment_frames=128, stride_frames=96, max_tokens=64, min_peak=-20)
+    arrays, _ = piece_pairs(str(tmp_path / "clicks.mid"), cfg, tok)
+    assert len(arrays["mel"]) >= 2
+    fps = cfg.mel.sample_rate / cfg.mel.hop_length
+    checked = 0
+    for k in range(len(arrays["mel"])):
+        ids = arrays["tokens"][k, 1 : arrays["n_tokens"][k]].tolist()
+        score = tok.decode(ids)
+        energy = np.exp(arrays["mel"][k].astype(np.float64)).sum(0)
+        for note in score.tracks[0].notes:
+            seconds = note.time / score.ticks_per_quarter * 60 / REFERENCE_TEMPO
+            f = int(round(seconds * fps))
+            if f < 4 or f + 2 >= len(energy):
+                continue
+            assert energy[f : f + 3].max() > 5 * energy[f - 4], (k, seconds)
+            assert arrays["roll"][k, 1, note.pitch, max(0, f - 4) : f + 5].max() > 0  # the roll agrees
+            checked += 1
+        true_onsets = [o - arrays["start_frame"][k] / fps for o in onsets]
+        n_inside = sum(1 for o in true_onsets if 4 / fps <= o < (len(energy) - 2) / fps)
+        assert len(score.tracks[0].notes) >= n_inside
+    assert checked >= 4
+
+
+def test_notes_in_seconds_follow_tempo(tmp_path):
+    import symusic
+
+    write_midi(tmp_path / "a.mid", in_seconds([0.5, 1.0], [60, 62]), time_signature=None, velocity=100)
+    notes = notes_in_seconds(symusic.Score(str(tmp_path / "a.mid")))
+    assert np.allclose(notes[:, 0], [0.5, 1.0], atol=1e-3) and np.allclose(notes[:, 1] - notes[:, 0], 0.4, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "cfg", [MelConfig(), MelConfig(n_mels=128), MelConfig(sample_rate=22050, fmin=0.0, fmax=11025.0)]
+)
+def test_mel_filterbank_equals_librosa(cfg):
+    import librosa
+
+    from src.data.mel import mel_filterbank
+
+    ref = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax)
+    assert np.allclose(mel_filterbank(cfg), ref, atol=1e-7)
+
+
+def write_pairs(path: Path, pairs: list[dict]) -> Path:
+    path.write_text(json.dumps({"pairs": pairs}))
+    return path
+
+
+@pytest.mark.parametrize(
+    "entry,message",
+    [
+        ({"chosen": [10], "rejected": "x"}, "pairs[0].rejected"),
+        ({"chosen": [10]}, "needs 'rejected'"),
+        ({"chosen": [10], "rejected": [99999]}, "pairs[0].rejected"),
+        ({"chosen": [10], "rejected": [11], "conditions": {"mood": "x"}}, "pairs[0].conditions"),
+        ({"chosen_midi": "missing.mid", "rejected": [11]}, "pairs[0].chosen_midi"),
+    ],
+)
+def test_pair_file_errors_name_entry_and_field(micro_data, tmp_path, entry, message):
+    from src.data.preferences import load_pairs
+    from src.music.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(Path(micro_data[0].processed_dir) / "tokenizer.json")
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_pairs(write_pairs(tmp_path / "p.json", [entry]), tok)
+
+
+def test_pairs_may_point_at_midi_files(micro_data, tmp_path):
+    from src.data.preferences import load_pairs
+    from src.music.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(Path(micro_data[0].processed_dir) / "tokenizer.json")
+    write_midi(tmp_path / "a.mid", in_seconds([0.0, 0.5, 1.0], [60, 62, 64]), time_signature=None, velocity=100)
+    write_midi(tmp_path / "b.mid", in_seconds([0.0, 0.5, 1.0], [60, 61, 66]), time_signature=None, velocity=100)
+    pairs = load_pairs(
+        write_pairs(
+            tmp_path / "p.json",
+            [{"id": "h1", "conditions": {"style": "FOLK"}, "chosen_midi": "a.mid", "rejected_midi": "b.mid"}],
+        ),
+        tok,
+    )
+    assert pairs[0].chosen and pairs[0].chosen != pairs[0].rejected and pairs[0].prompt == []
+
+
+def test_stage1_synthetic_pairs(micro_data):
+    dcfg, summary = micro_data
+    data = json.loads(Path(dcfg.preference.out_path).read_text())
+    assert summary["preference_pairs"]["pairs"] == len(data["pairs"]) > 0
+    for p in data["pairs"]:
+        assert p["chosen"] != p["rejected"] and p["source"].startswith("synthetic:")
+        assert set(p["scores"]) == {"chosen", "rejected"}
+
+
+def test_stage1_rewrites_a_pair_file_another_run_replaced(micro_data):
+    """The file's own fingerprint decides whether it is current (not a record beside the data)."""
+    from src.data.prepare import prepare
+
+    dcfg, _ = micro_data
+    path = Path(dcfg.preference.out_path)
+    before = path.read_bytes()
+    prepare(dcfg)
+    assert path.read_bytes() == before  # up to date: untouched
+    path.write_text(json.dumps({"tokenizer_hash": "another", "pairs": []}))
+    prepare(dcfg)
+    assert path.read_bytes() == before  # rebuilt, identically (seeded)

@@ -3,58 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
 
 from src.eval import metrics as M
-
-TPQ = 480
-
-
-def notes_of(*rows: tuple[int, int, int]) -> np.ndarray:
-    """(start beat*TPQ, duration, pitch) rows -> (N, 4) notes, not drums."""
-    return np.array([[s, d, p, 0] for s, d, p in rows], dtype=np.int64)
-
-
-def scale(bars: int = 2) -> np.ndarray:
-    """C major scale in quarter notes, 4 per bar."""
-    pitches = [60, 62, 64, 65, 67, 69, 71, 72]
-    return notes_of(*((i * TPQ, TPQ, pitches[i % 8]) for i in range(4 * bars)))
-
-
-def test_pitch_class_entropy():
-    assert M.pitch_class_entropy(notes_of((0, TPQ, 60), (TPQ, TPQ, 72))) == 0.0  # one pitch class
-    chromatic = notes_of(*((i * TPQ, TPQ, 60 + i) for i in range(12)))
-    assert M.pitch_class_entropy(chromatic) == pytest.approx(math.log2(12))
-
-
-def test_rhythm_histograms():
-    quarters = scale()
-    assert M.ioi_histogram(quarters, TPQ)[M.RHYTHM_NAMES.index("1/4")] == 1.0
-    assert M.note_length_histogram(quarters, TPQ)[M.RHYTHM_NAMES.index("1/4")] == 1.0
-    triplets = notes_of(*((i * TPQ // 3, TPQ // 3, 60) for i in range(7)))
-    assert M.ioi_histogram(triplets, TPQ)[M.RHYTHM_NAMES.index("1/12")] == 1.0
-    mixed = notes_of((0, TPQ, 60), (TPQ, TPQ // 2, 62), (3 * TPQ // 2, 2 * TPQ, 64))
-    hist = M.note_length_histogram(mixed, TPQ)
-    assert hist[M.RHYTHM_NAMES.index("1/8")] == pytest.approx(1 / 3) and hist.sum() == pytest.approx(1)
-
-
-def test_bar_self_similarity():
-    a, b = frozenset({(60, 0)}), frozenset({(62, 0)})
-    assert M.bar_self_similarity([a, a, a]) == 1.0
-    assert M.bar_self_similarity([a, b]) == 0.0
-    assert M.bar_self_similarity([a, b, a, b]) == pytest.approx(2 / 3)  # bar 2 new, bars 3-4 repeat
-
-
-def test_piece_metrics_of_a_scale():
-    m = M.piece_metrics(scale(), TPQ, 120.0)
-    assert set(m) == {*M.SCALAR_METRICS, *M.HISTOGRAM_METRICS}
-    assert m["scale_consistency"] == 1.0 and m["n_pitch_classes"] == 7 and m["notes_per_bar"] == 4
-    assert m["polyphony"] == 1.0 and m["empty_bar_rate"] == 0.0 and m["groove_consistency"] == 1.0
-    assert m["onsets_per_s"] == pytest.approx(2.0)  # quarters at 120 BPM
-    assert m["pitch_range"] == 12 and m["repetition"] == 0.0
+from tests.helpers import TPQ, scale
 
 
 def test_kde_is_a_density():

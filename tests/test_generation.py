@@ -11,18 +11,11 @@ import pytest
 from symusic import Score
 
 from src.data.labels import notes_array
-from src.eval import metrics as F
-from src.generation.song import GenerationConfig, parse_form, parse_key
-from tests.conftest import ROOT
-
-
-def run05(args: list[str]) -> int:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("gen05", ROOT / "05_generate_song.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main(args)
+from src.generation.config import GenerationConfig
+from src.generation.neural_render import crossfade
+from src.music.form import parse_form
+from src.music.theory import estimate_key, key_name, parse_key
+from tests.helpers import run05
 
 
 @pytest.mark.parametrize(
@@ -55,20 +48,6 @@ def test_unwritable_output_dir(tmp_path):
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")
     assert run05(["--output_dir", str(blocker / "sub")]) == 2
-
-
-def test_form_and_key_parsing():
-    s = parse_form("intro:4,verse,chorus,verse,chorus,outro:4", 8)
-    assert [(x.name, x.bars, x.label, x.start_bar) for x in s][:4] == [
-        ("intro", 4, 0, 0),
-        ("verse", 8, 1, 4),
-        ("chorus", 8, 2, 12),
-        ("verse", 8, 1, 20),
-    ]
-    assert sum(x.bars for x in s) == 40
-    assert (
-        parse_key("F# minor") == (6, "minor") and parse_key("Bb") == (10, "major") and parse_key("ebm") == (3, "minor")
-    )
 
 
 def test_missing_checkpoint_names_the_command(tmp_path, caplog):
@@ -149,8 +128,8 @@ def test_song_exact_controls_and_determinism(tmp_path, micro_checkpoint):
         (18, "end"),
     ]
     assert max(n.time for t in score.tracks for n in t.notes) < 18 * bar  # nothing past the last bar
-    tonic, mode, _ = F.estimate_key(notes_array(score))
-    assert facts["estimated_key"] == F.key_name(tonic, mode)
+    tonic, mode, _ = estimate_key(notes_array(score))
+    assert facts["estimated_key"] == key_name(tonic, mode)
     if mode == "major":
         assert (tonic, mode) == parse_key("D major")
     assert set(facts["instruments"]) == {"Violin", "Cello"}
@@ -208,18 +187,72 @@ def test_sampling_is_seeded(micro_checkpoint, tmp_path):
     assert a["seed"] == 1 and b["seed"] == 2
 
 
-def test_parallel_mode_mapping():
-    from symusic import Note, Track
-    from symusic import Score as S
+def test_crossfade_has_no_gap_and_no_jump():
+    F, O = 16, 4
+    a, b, c = np.zeros((2, F)), np.ones((2, F)), np.full((2, F), 2.0)
+    out = crossfade([a, b, c], [0, F - O, 2 * (F - O)], 40, O)
+    assert out.shape == (2, 40)
+    row = out[0]
+    assert np.all(np.diff(row) >= 0) and np.abs(np.diff(row)).max() <= 1 / O + 1e-6  # a ramp, never a step
+    assert row[0] == 0 and row[F] == 1 and row[-1] == 2
+    whole = np.random.default_rng(0).normal(size=(3, 50))
+    starts = [0, 12, 24, 36]
+    pieces = [np.pad(whole, ((0, 0), (0, 20)))[:, s : s + F] for s in starts]
+    assert np.allclose(crossfade(pieces, starts, 50, O), whole, atol=1e-6)  # consistent segments: unchanged
 
-    from src.generation.song import to_parallel_mode
 
-    s = S(480)
-    t = Track(program=0)
-    for i, p in enumerate([60, 62, 64, 65, 67, 69, 71, 72]):  # C major scale
-        t.notes.append(Note(i * 480, 480, p, 80))
-    s.tracks.append(t)
-    minor = to_parallel_mode(s, 0, "minor")
-    assert [n.pitch for n in minor.tracks[0].notes] == [60, 62, 63, 65, 67, 68, 70, 72]
-    back = to_parallel_mode(minor, 0, "major")
-    assert [n.pitch for n in back.tracks[0].notes] == [60, 62, 64, 65, 67, 69, 71, 72]
+def test_generate_song_writes_a_neural_wav_of_the_song_length(micro_checkpoint, micro_renderer, tmp_path):
+    import importlib
+
+    import soundfile as sf
+
+    gen = importlib.import_module("05_generate_song")
+    rc = gen.main(
+        [
+            "--symbolic_ckpt",
+            str(micro_checkpoint),
+            "--renderer_ckpt",
+            str(micro_renderer),
+            "--form",
+            "a,b",
+            "--bars_per_section",
+            "2",
+            "--output_dir",
+            str(tmp_path),
+            "--output_name",
+            "n",
+            "--tempo",
+            "100",
+            "--set",
+            "neural.steps=3",
+            "--set",
+            "neural.griffin_lim_iters=4",
+            "--set",
+            "neural.overlap_frames=8",
+        ]
+    )
+    assert rc == 0
+    meta = json.loads((tmp_path / "n.json").read_text())
+    assert meta["renderer"].startswith("neural") and meta["render"]["segments"] >= 2
+    audio, sr = sf.read(tmp_path / "n.wav")
+    assert sr == 16000
+    expected = meta["facts"]["duration_s"] + 1.0
+    assert abs(len(audio) / sr - expected) <= 256 / sr + 1e-6
+    assert np.isfinite(audio).all() and np.abs(audio).max() > 0
+
+
+def test_missing_renderer_checkpoint_is_a_clear_error(micro_checkpoint, tmp_path):
+    import importlib
+
+    gen = importlib.import_module("05_generate_song")
+    rc = gen.main(
+        [
+            "--symbolic_ckpt",
+            str(micro_checkpoint),
+            "--renderer_ckpt",
+            str(tmp_path / "none.pt"),
+            "--output_dir",
+            str(tmp_path),
+        ]
+    )
+    assert rc != 0 and not list(tmp_path.glob("*.wav"))

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import yaml
 
+from src.utils.config import read_yaml, resolve
 from tests.conftest import ROOT
 
 
 def test_full_pipeline_micro(tmp_path):
     cfg_dir = tmp_path / "config"
     cfg_dir.mkdir()
-    data = yaml.safe_load((ROOT / "config/data_tiny.yaml").read_text())
+    data = resolve(read_yaml(ROOT / "config/data_tiny.yaml"))
     data.update(raw_dir=str(tmp_path / "raw"), processed_dir=str(tmp_path / "processed"), workers=2)
     data["splits"].update(validation=0.1, test=0.15)  # a few held-out pieces for the evaluation report
     data["music21"]["collections"] = [
@@ -36,7 +37,7 @@ def test_full_pipeline_micro(tmp_path):
             "default_program": 40,
         },
     ]
-    sym = yaml.safe_load((ROOT / "config/symbolic_tiny.yaml").read_text())
+    sym = resolve(read_yaml(ROOT / "config/symbolic_tiny.yaml"))
     sym.update(
         data_dir=data["processed_dir"], out_dir=str(tmp_path / "ckpt/symbolic/micro"), run_dir=str(tmp_path / "runs")
     )
@@ -50,7 +51,7 @@ def test_full_pipeline_micro(tmp_path):
         validation_pieces=2,
         max_segments_per_piece=3,
     )
-    ren = yaml.safe_load((ROOT / "config/renderer_tiny.yaml").read_text())
+    ren = resolve(read_yaml(ROOT / "config/renderer_tiny.yaml"))
     ren.update(
         data_dir=data["processed_dir"], out_dir=str(tmp_path / "ckpt/renderer/micro"), run_dir=str(tmp_path / "runs")
     )
@@ -61,7 +62,7 @@ def test_full_pipeline_micro(tmp_path):
     data["preference"].update(
         out_path=str(tmp_path / "subsets/preference_data.json"), train_pairs=12, validation_pairs=4
     )
-    align = yaml.safe_load((ROOT / "config/alignment_tiny.yaml").read_text())
+    align = resolve(read_yaml(ROOT / "config/alignment_tiny.yaml"))
     align.update(
         symbolic_ckpt=sym["out_dir"] + "/best.pt",
         data_dir=data["processed_dir"],
@@ -71,16 +72,16 @@ def test_full_pipeline_micro(tmp_path):
     )
     align["on_policy"].update(conditions=2, samples=2, max_new_tokens=24, min_margin=0.0)
     align["train"].update(max_steps=2, eval_every=2, global_batch=2, micro_batch=2, warmup_steps=1)
-    gen = yaml.safe_load((ROOT / "config/generation.yaml").read_text())
+    gen = resolve(read_yaml(ROOT / "config/generation.yaml"))
     gen.update(
         checkpoints=[str(tmp_path / "ckpt/aligned/{preset}/best.pt"), str(tmp_path / "ckpt/symbolic/{preset}/best.pt")],
         renderer_checkpoint=str(tmp_path / "ckpt/renderer/{preset}/best.pt"),
         output_dir=str(tmp_path / "outputs"),
     )
     gen["neural"].update(steps=4, overlap_frames=8, griffin_lim_iters=4)
-    gen["evaluation"].update(conditions=3, max_bars=8, train_pieces=40)
+    evaluation = {**resolve(read_yaml(ROOT / "config/eval.yaml")), "conditions": 3, "max_bars": 8, "train_pieces": 40}
     configs = {"data": data, "symbolic": sym, "renderer": ren, "alignment": align}
-    for name, obj in [*((f"{k}_micro", v) for k, v in configs.items()), ("generation", gen)]:
+    for name, obj in [*((f"{k}_micro", v) for k, v in configs.items()), ("generation", gen), ("eval", evaluation)]:
         (cfg_dir / f"{name}.yaml").write_text(yaml.safe_dump(obj))
     cmd = ["bash", str(ROOT / "run_full_pipeline.sh"), "--preset", "micro", "--config_dir", str(cfg_dir)]
     env = {**os.environ, "OMP_NUM_THREADS": "2"}

@@ -29,18 +29,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
-from src.models.vocoder import MelConfig, log_mel
-from src.utils.io import atomic_path, sha256_text, write_json
+from src.data.mel import MelConfig, log_mel
+from src.music.tokenizer import BOS
+from src.utils.cache import cached_step, fingerprint
+from src.utils.io import atomic_path
 from src.utils.parallel import pool_map
 
 log = logging.getLogger(__name__)
 
 REFERENCE_TEMPO = 120.0  # segment tokens are written at this tempo: one beat = 0.5 s
-TPQ = 480
-BOS = 1  # every segment's tokens start with BOS, so even a silent window has a non-empty memory
+TPQ = 480  # every segment's tokens start with BOS, so even a silent window has a non-empty memory
 NOTE_FIELDS = ("start", "end", "pitch", "velocity", "program", "drum")
 
 
@@ -154,7 +153,7 @@ _TOK: Any = None
 
 def _init_worker(tok_path: str) -> None:
     global _TOK
-    from src.data.tokenizer import load_tokenizer
+    from src.music.tokenizer import load_tokenizer
 
     _TOK = load_tokenizer(tok_path)
 
@@ -218,25 +217,27 @@ def pairs_fingerprint(cfg: AudioPairsConfig, tok_hash: str) -> str:
     from src.data.render import find_soundfont
 
     sf2 = Path(find_soundfont(cfg.soundfont))
-    return sha256_text(json.dumps([dataclasses.asdict(cfg), tok_hash, sf2.name, sf2.stat().st_size]))
+    return fingerprint(dataclasses.asdict(cfg), tok_hash, sf2.name, sf2.stat().st_size)
 
 
 def build_audio_pairs(
     cfg: AudioPairsConfig, rows: list[dict], tok_path: Path, tok_hash: str, out_dir: Path, workers: int
 ) -> dict[str, Any]:
-    """Render the configured pieces of each split into ``out_dir`` (resumable per piece)."""
+    """Render the configured pieces of each split into ``out_dir`` (resumable per piece); ``index.json``
+    is the cached step's record."""
     fp = pairs_fingerprint(cfg, tok_hash)
-    index_path = out_dir / "index.json"
-    old = json.loads(index_path.read_text()) if index_path.is_file() else None
-    if old is not None and old.get("fingerprint") == fp:
-        log.info("audio pairs up to date: %s", out_dir)
-        return old
-    stamp = out_dir / "fingerprint"
+    run = lambda: render_pairs(cfg, rows, tok_path, out_dir, workers, fp)  # noqa: E731
+    return cached_step("audio pairs", out_dir / "index.json", fp, run)[0]
+
+
+def render_pairs(
+    cfg: AudioPairsConfig, rows: list[dict], tok_path: Path, out_dir: Path, workers: int, fp: str
+) -> dict[str, Any]:
+    stamp = out_dir / "fingerprint"  # the settings the finished pieces were made with (a run may stop midway)
     if stamp.is_file() and stamp.read_text() != fp:  # settings changed: start over
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fp)
-    index_path.unlink(missing_ok=True)
     rng = np.random.default_rng(cfg.seed)
     chosen: dict[str, list[dict]] = {}
     for split, n in (("train", cfg.train_pieces), ("validation", cfg.validation_pieces), ("test", cfg.test_pieces)):
@@ -277,8 +278,7 @@ def build_audio_pairs(
     if not n_frames:
         raise RuntimeError("no training audio pairs were made; check the soundfont and the audio settings")
     mean = total / n_frames
-    index = {
-        "fingerprint": fp,
+    return {
         "mel": dataclasses.asdict(cfg.mel),
         "segment_frames": cfg.segment_frames,
         "max_tokens": cfg.max_tokens,
@@ -291,8 +291,6 @@ def build_audio_pairs(
         "skipped_this_run": dict(skipped),
         "failed": failed,
     }
-    write_json(index_path, index)
-    return index
 
 
 def load_pairs_index(processed_dir: str | Path) -> dict[str, Any]:
@@ -303,36 +301,3 @@ def load_pairs_index(processed_dir: str | Path) -> dict[str, Any]:
             "(audio.enabled: true in the data config)"
         )
     return json.loads(path.read_text())
-
-
-class AudioPairDataset(Dataset):
-    """Segments of one split: normalised mel [1, M, F], roll [2, 128, F] in [0, 1], tokens [L] and their mask."""
-
-    def __init__(self, processed_dir: str | Path, split: str, limit: int = 0):
-        self.dir = Path(processed_dir) / "audio_pairs"
-        self.index = load_pairs_index(processed_dir)
-        self.mean, self.std = self.index["mel_mean"], self.index["mel_std"]
-        self.items = [(p["file"], k) for p in self.index["pieces"].get(split, []) for k in range(p["segments"])]
-        if limit:
-            self.items = self.items[:limit]
-        self._cache: tuple[str, dict[str, np.ndarray]] | None = None
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def _piece(self, file: str) -> dict[str, np.ndarray]:
-        if self._cache is None or self._cache[0] != file:
-            with np.load(self.dir / file) as z:
-                self._cache = (file, {k: z[k] for k in z.files})
-        return self._cache[1]
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        file, k = self.items[i]
-        z = self._piece(file)
-        tokens = torch.from_numpy(z["tokens"][k].astype(np.int64))
-        return {
-            "mel": torch.from_numpy((z["mel"][k].astype(np.float32) - self.mean) / self.std)[None],
-            "roll": torch.from_numpy(z["roll"][k].astype(np.float32) / 127.0),
-            "tokens": tokens,
-            "tokens_mask": torch.arange(len(tokens)) < int(z["n_tokens"][k]),
-        }

@@ -32,6 +32,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from src.utils.cache import recorded
 from src.utils.io import file_stamp, write_json
 
 log = logging.getLogger(__name__)
@@ -265,7 +266,7 @@ def safe_extract(archive: str | Path, target: str | Path) -> Path:
     archive, target = Path(archive), Path(target)
     marker = target / ".extracted.json"
     stamp = file_stamp(archive)  # fetch() has verified the archive's content; this names that copy
-    if marker.is_file() and json.loads(marker.read_text()).get("stamp") == stamp:
+    if recorded(marker, stamp) is not None:
         return target
     names = check_members(archive)
     tmp = target.with_name(f".{target.name}.partial")
@@ -279,7 +280,8 @@ def safe_extract(archive: str | Path, target: str | Path) -> Path:
         else:
             with tarfile.open(archive) as tf:
                 tf.extractall(tmp, filter="data")
-        write_json(tmp / ".extracted.json", {"archive": archive.name, "stamp": stamp, "members": len(names)})
+        # the record travels inside the folder that replaces the target at once
+        write_json(tmp / ".extracted.json", {"fingerprint": stamp, "archive": archive.name, "members": len(names)})
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)

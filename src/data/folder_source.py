@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from src.data.sources import STYLES, RawPiece, Rejection, normalise_title, safe_name
+from src.data.sources import RawPiece, Rejection, normalise_title, safe_name
+from src.music.vocab import STYLES
 
 
 @dataclass

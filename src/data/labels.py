@@ -13,13 +13,12 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from src.data.programs import program_name
 from src.data.sources import RawPiece
-from src.eval import metrics as F
-
-EMOTIONS = ("HAPPY", "SAD", "TENSE", "PEACEFUL")
+from src.music.form import segment_sections
+from src.music.instruments import instrument_name, score_programs
+from src.music.notes import bar_contents, bar_starts, notes_array, onsets_per_second, time_signatures
+from src.music.theory import estimate_key, key_name
+from src.music.vocab import emotion_of
 
 
 @dataclass
@@ -44,24 +43,6 @@ class LabelConfig:
 
 class RejectedPiece(Exception):
     """A piece that cannot be used; the message is the reason listed in rejected.jsonl."""
-
-
-def emotion_of(mode: str, arousal: float, threshold: float) -> str:
-    high = arousal >= threshold
-    if mode == "major":
-        return "HAPPY" if high else "PEACEFUL"
-    return "TENSE" if high else "SAD"
-
-
-def notes_array(score: Any) -> np.ndarray:
-    """(N, 4) int64: start, duration, pitch, is_drum for every note of a symusic Score."""
-    parts = []
-    for t in score.tracks:
-        arr = t.notes.numpy()
-        if len(arr["time"]):
-            drum = np.full(len(arr["time"]), int(t.is_drum))
-            parts.append(np.stack([arr["time"], arr["duration"], arr["pitch"], drum], axis=1))
-    return np.concatenate(parts).astype(np.int64) if parts else np.zeros((0, 4), np.int64)
 
 
 def analyse(raw: RawPiece, cfg: LabelConfig) -> dict[str, Any]:
@@ -92,19 +73,19 @@ def analyse(raw: RawPiece, cfg: LabelConfig) -> dict[str, Any]:
     duration_s = float(score.to("second").end())
     if not 0 < duration_s <= cfg.max_duration_s:
         raise RejectedPiece(f"duration {duration_s:.0f} s outside (0, {cfg.max_duration_s:.0f}]")
-    sigs = [(ts.time, ts.numerator, ts.denominator) for ts in score.time_signatures]
+    sigs = time_signatures(score)
     num, den = (sigs[0][1], sigs[0][2]) if sigs else (4, 4)
     end = int((notes[:, 0] + notes[:, 1]).max())
-    starts = F.bar_starts(end, tpq, sigs)
+    starts = bar_starts(end, tpq, sigs)
     if "key" in raw.meta:  # the source's annotation (e.g. POP909's key_audio.txt)
         (tonic, mode), key_r, key_source = raw.meta["key"], 1.0, "annotation"
     else:
-        (tonic, mode, key_r), key_source = F.estimate_key(notes), "estimated"
-    arousal = F.onsets_per_second(notes, tpq, qpm)
-    sections, section_index = F.segment_sections(
-        F.bar_contents(notes, starts, tpq), cfg.phrase_bars, cfg.section_threshold, cfg.max_section_labels
+        (tonic, mode, key_r), key_source = estimate_key(notes), "estimated"
+    arousal = onsets_per_second(notes, tpq, qpm)
+    sections, section_index = segment_sections(
+        bar_contents(notes, starts, tpq), cfg.phrase_bars, cfg.section_threshold, cfg.max_section_labels
     )
-    programs = sorted({128 if t.is_drum else int(t.program) for t in score.tracks if len(t.notes)})
+    programs = score_programs(score)
     return {
         "id": raw.piece_id,
         "source": raw.source,
@@ -113,7 +94,7 @@ def analyse(raw: RawPiece, cfg: LabelConfig) -> dict[str, Any]:
         "group": raw.group,
         "title": raw.meta.get("title", ""),
         "style": raw.style,
-        "key": F.key_name(tonic, mode),
+        "key": key_name(tonic, mode),
         "key_tonic": tonic,
         "mode": mode,
         "key_confidence": round(key_r, 3),
@@ -162,7 +143,7 @@ def caption(row: dict[str, Any]) -> str:
     def pick(options: tuple[str, ...], salt: int) -> str:
         return options[(h >> (salt * 5)) % len(options)]
 
-    instruments = [("drums" if p == 128 else program_name(p).lower()) for p in row["programs"]]
+    instruments = [instrument_name(p).lower() for p in row["programs"]]
     inst = instruments[0] if len(instruments) == 1 else ", ".join(instruments[:-1]) + " and " + instruments[-1]
     style = pick(_STYLE.get(row["style"] or "", ("",)), 1)
     mood = pick(_MOOD[row["emotion"]], 2)

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from src.data.downloads import RemoteFile, fetch, fetch_and_extract
-from src.data.sources import STYLES, RawPiece, Rejection, normalise_title, safe_name
+from src.data.sources import RawPiece, Rejection, normalise_title, safe_name
+from src.music.vocab import STYLES
 from src.utils.io import atomic_path
 
 log = logging.getLogger(__name__)

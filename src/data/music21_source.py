@@ -8,7 +8,6 @@ marks it done, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing as mp
 from dataclasses import dataclass, field
@@ -17,9 +16,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from src.data.programs import ProgramMapConfig, program_for_name
-from src.data.sources import STYLES, RawPiece, Rejection, normalise_title, safe_name
-from src.utils.io import atomic_path, sha256_text, write_json
+from src.data.sources import RawPiece, Rejection, normalise_title, safe_name
+from src.music.instruments import ProgramMapConfig, program_for_name
+from src.music.vocab import STYLES
+from src.utils.cache import fingerprint, recorded
+from src.utils.io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 TPQ = 480  # ticks per quarter note of the written MIDI
@@ -214,14 +215,14 @@ class Music21Source:
         jobs: list[tuple[str, dict, dict, str]] = []
         for coll in self.cfg.collections:
             out_dir = raw_dir / "music21" / safe_name(coll.name)
-            fingerprint = sha256_text(json.dumps([CONVERTER_VERSION, asdict(coll), cfg_d], sort_keys=True))[:16]
+            fp = fingerprint(CONVERTER_VERSION, asdict(coll), cfg_d)[:16]
             for f in corpus_files(coll):
                 done = out_dir / "_done" / f"{safe_name(corpus_name(f))}.json"
-                rec = json.loads(done.read_text(encoding="utf-8")) if done.is_file() else None
-                if rec is not None and rec.get("fingerprint") == fingerprint:
+                rec = recorded(done, fp)
+                if rec is not None:
                     records.append(rec)
                 else:
-                    jobs.append((str(f), asdict(coll), {**cfg_d, "fingerprint": fingerprint}, str(out_dir)))
+                    jobs.append((str(f), asdict(coll), {**cfg_d, "fingerprint": fp}, str(out_dir)))
         log.info("music21: %d corpus files cached, %d to convert", len(records), len(jobs))
         by_name = {c.name: c for c in self.cfg.collections}
         if jobs:

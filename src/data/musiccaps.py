@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from src.data.downloads import RemoteFile
-from src.data.programs import instruments_in_prompt
+from src.music.instruments import instruments_in_prompt
 
 MUSICCAPS = RemoteFile(url="https://huggingface.co/datasets/google/MusicCaps/resolve/main/musiccaps-public.csv")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from src.data.downloads import RemoteFile, fetch_and_extract
 from src.data.sources import RawPiece, Rejection
-from src.eval.metrics import TONICS
+from src.music.theory import parse_key as parse_key_name
 from src.utils.io import atomic_path
 
 POP909_COMMIT = "efa0bce09b0b8dc241957412270aba6740bd0bf5"
@@ -34,12 +34,14 @@ class POP909Config:
 
 
 def parse_key(text: str) -> tuple[int, str]:
-    """'Gb:maj' -> (6, 'major'); ValueError on anything else."""
-    name, _, quality = text.strip().partition(":")
-    tonic = TONICS.get(name.lower())
-    if tonic is None or quality not in ("maj", "min"):
+    """POP909's notation: 'Gb:maj' -> (6, 'major'); ValueError on anything else."""
+    name, sep, quality = text.strip().partition(":")
+    if not sep or quality not in ("maj", "min"):
         raise ValueError(f"unknown key {text!r}")
-    return tonic, "major" if quality == "maj" else "minor"
+    try:
+        return parse_key_name(f"{name} {quality}")
+    except ValueError:
+        raise ValueError(f"unknown key {text!r}") from None
 
 
 def main_key(path: Path) -> tuple[int, str]:

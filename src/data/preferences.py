@@ -1,4 +1,4 @@
-"""Preference pairs for DPO: the file format, its validation, offline synthetic pairs, the dataset.
+"""Preference pairs for DPO: the file format, its validation, and offline synthetic pairs.
 
 A pair file is JSON: ``{"tokenizer_hash": "...", "pairs": [entry, ...]}``. Each entry::
 
@@ -15,7 +15,7 @@ A pair file is JSON: ``{"tokenizer_hash": "...", "pairs": [entry, ...]}``. Each 
 
 Chosen and rejected continue the same prompt under the same conditions. MIDI paths are relative
 to the pair file. Stage 1 writes synthetic pairs: a real passage of a training piece against a
-corrupted copy of the same passage (corruptions below), each with its heuristic scores.
+corrupted copy of the same passage (:mod:`src.data.corruptions`), each with its heuristic scores.
 """
 
 from __future__ import annotations
@@ -27,16 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset
 
-from src.data.planner_dataset import BOS, IGNORE, PAD
-from src.data.scoring import ScorerConfig, score_tokens
-from src.eval.metrics import MAJOR_SCALE, MINOR_SCALE, PITCH_CLASSES, bar_starts
-from src.models.conditions import Conditions, key_id, to_arrays
-from src.utils.io import write_json
+from src.data.corruptions import CORRUPTIONS, corrupt
+from src.music.conditions import pair_condition_dict
+from src.music.notes import bar_starts, time_signatures
+from src.music.scoring import ScorerConfig, score_tokens
+from src.music.tokenizer import SPECIAL_TOKENS
 
 log = logging.getLogger(__name__)
-CORRUPTIONS = ("out_of_key", "off_grid", "drop_notes", "stuck_notes", "random_repetition")
 
 
 @dataclass
@@ -57,77 +55,7 @@ class PreferenceConfig:
             raise ValueError(f"preference.corruptions: unknown {sorted(bad)}; known: {', '.join(CORRUPTIONS)}")
 
 
-# ----------------------------------------------------------------------------- corruptions
-
-
-def corrupt(
-    notes: list[Any],
-    lo: int,
-    hi: int,
-    tpq: int,
-    kind: str,
-    bar_ticks: np.ndarray,
-    key: tuple[int, str],
-    rng: np.random.Generator,
-) -> bool:
-    """Corrupt, in place, the symusic notes starting in ticks [lo, hi); False if nothing changed.
-
-    out_of_key: 40% of the notes move a semitone out of the key's scale; off_grid: half the onsets
-    move by a 32nd note; drop_notes: half the notes vanish; stuck_notes: a third of the notes hold
-    on to the passage's end; random_repetition: every bar becomes a copy of one random bar.
-    """
-    inside = [n for n in notes if lo <= n.time < hi]
-    if not inside:
-        return False
-    pick = lambda share: [n for n in inside if rng.random() < share]  # noqa: E731
-    if kind == "out_of_key":
-        scale = set(((MAJOR_SCALE if key[1] == "major" else MINOR_SCALE) + key[0]) % 12)
-        changed = False
-        for n in pick(0.4):
-            for step in rng.permutation([-1, 1]):
-                if (n.pitch + step) % 12 not in scale and 0 <= n.pitch + step < 128:
-                    n.pitch, changed = n.pitch + int(step), True
-                    break
-        return changed
-    if kind == "off_grid":
-        moved = pick(0.5)
-        for n in moved:
-            n.time = max(lo, n.time + int(rng.choice([-1, 1])) * max(1, tpq // 8))
-        return bool(moved)
-    if kind == "drop_notes":
-        drop = {id(n) for n in pick(0.5)}
-        keep = [n for n in notes if id(n) not in drop]
-        notes.clear()
-        notes.extend(keep)
-        return bool(drop)
-    if kind == "stuck_notes":
-        stuck = pick(0.34)
-        for n in stuck:
-            n.duration = max(n.duration, min(hi - n.time, 4 * tpq))
-        return bool(stuck)
-    if kind == "random_repetition":
-        bars = [b for b in bar_ticks if lo <= b < hi]
-        if len(bars) < 2:
-            return False
-        bounds = list(bars) + [hi]
-        src = int(rng.integers(len(bars)))
-        a, b = bounds[src], bounds[src + 1]
-        model = [n.copy() for n in inside if a <= n.time < b]
-        keep = [n for n in notes if not lo <= n.time < hi]
-        for start in bars:
-            for n in model:
-                c = n.copy()
-                c.time = n.time - a + start
-                keep.append(c)
-        notes.clear()
-        notes.extend(sorted(keep, key=lambda n: (n.time, n.pitch)))
-        return True
-    raise ValueError(f"unknown corruption {kind!r}")
-
-
-def bar_token_starts(ids: np.ndarray, codec: Any) -> np.ndarray:
-    """Index of the token that opens each bar."""
-    return np.flatnonzero(codec.starts_bar[ids])
+# ----------------------------------------------------------------------------- synthetic pairs
 
 
 def synthetic_pair(
@@ -135,15 +63,14 @@ def synthetic_pair(
 ) -> dict | None:
     """A real passage of one piece against a corrupted copy; None when the piece cannot give one."""
     tok = codec.tok
-    starts = bar_token_starts(ids, codec)
+    starts = codec.bar_token_starts(ids)
     P, C = cfg.prompt_bars, cfg.continuation_bars
     if len(starts) < P + C + 1:
         return None
     b0 = int(rng.integers(0, len(starts) - P - C))
     score = tok.decode(ids.tolist())
     tpq = score.ticks_per_quarter
-    sigs = [(ts.time, ts.numerator, ts.denominator) for ts in score.time_signatures]
-    ticks = bar_starts(int(score.end()) + 1, tpq, sigs)
+    ticks = bar_starts(int(score.end()) + 1, tpq, time_signatures(score))
     if len(ticks) < b0 + P + C + 1:
         return None
     lo, hi = int(ticks[b0 + P]), int(ticks[b0 + P + C])
@@ -160,7 +87,7 @@ def synthetic_pair(
         return None
     good_ids = np.asarray(tok.encode(score).ids)
     bad_ids = np.asarray(tok.encode(bad).ids)
-    gs, bs = bar_token_starts(good_ids, codec), bar_token_starts(bad_ids, codec)
+    gs, bs = codec.bar_token_starts(good_ids), codec.bar_token_starts(bad_ids)
     if len(gs) < b0 + P + C + 1 or len(bs) < b0 + P + C + 1:
         return None
     prompt = good_ids[gs[b0] : gs[b0 + P]]
@@ -170,7 +97,7 @@ def synthetic_pair(
     rejected = bad_ids[bs[b0 + P] : bs[b0 + P + C]]
     if len(prompt) + max(len(chosen), len(rejected)) > cfg.max_tokens or np.array_equal(chosen, rejected):
         return None
-    conds = row_condition_dict(row, b0)
+    conds = pair_condition_dict(row, b0)
     s_good = score_tokens(chosen, tok, row["tempo"], row["time_signature"], row["emotion"], cfg.scorer)
     s_bad = score_tokens(rejected, tok, row["tempo"], row["time_signature"], row["emotion"], cfg.scorer)
     return {
@@ -186,27 +113,9 @@ def synthetic_pair(
     }
 
 
-def row_condition_dict(row: dict, bar0: int) -> dict[str, Any]:
-    return {
-        "text": row["caption"],
-        "style": row["style"],
-        "emotion": row["emotion"],
-        "tempo": row["tempo"],
-        "key": f"{PITCH_CLASSES[row['key_tonic']]} {row['mode']}",
-        "time_signature": row["time_signature"],
-        "programs": row["programs"],
-        "sections": row["sections"][bar0:],
-        "section_index": row["section_index"][bar0:],
-    }
-
-
-def build_synthetic_pairs(
-    cfg: PreferenceConfig, rows: list[dict], store: Any, codec: Any, tok_hash: str, fingerprint: str = ""
-) -> dict:
-    """Write ``cfg.out_path``: pairs from train and validation pieces, corruptions in turn.
-
-    The file carries ``fingerprint`` (of its inputs) and its summary, so a rerun can tell whether it is current.
-    """
+def build_synthetic_pairs(cfg: PreferenceConfig, rows: list[dict], store: Any, codec: Any, tok_hash: str) -> dict:
+    """A pair file's contents: pairs from train and validation pieces, corruptions in turn, and their summary
+    (stage 1 writes it to ``cfg.out_path`` as a cached step's record)."""
     from tqdm import tqdm
 
     rng = np.random.default_rng(cfg.seed)
@@ -232,11 +141,8 @@ def build_synthetic_pairs(
         "by_source": {k: sum(p["source"] == k for p in pairs) for k in sorted({p["source"] for p in pairs})},
         "chosen_scores_higher": round(float(np.mean(wins)), 3) if wins else 0.0,
     }
-    write_json(
-        cfg.out_path, {"tokenizer_hash": tok_hash, "fingerprint": fingerprint, "summary": summary, "pairs": pairs}
-    )
     log.info("preference pairs: %s -> %s", summary, cfg.out_path)
-    return summary
+    return {"tokenizer_hash": tok_hash, "summary": summary, "pairs": pairs}
 
 
 # ----------------------------------------------------------------------------- reading pair files
@@ -317,59 +223,9 @@ def _sequence(e: dict, part: str, where: str, base: Path, tokenizer: Any, vocab:
             raise ValueError(f"{where}: needs '{part}' (token ids) or '{part}_midi' (a MIDI path)")
         return []
     ids = e[part]
-    if not isinstance(ids, list) or not all(isinstance(i, int) and 4 <= i < vocab for i in ids):
-        raise ValueError(f"{where}.{part}: must be a list of token ids in [4, {vocab})")
+    first = len(SPECIAL_TOKENS)  # special tokens are no music
+    if not isinstance(ids, list) or not all(isinstance(i, int) and first <= i < vocab for i in ids):
+        raise ValueError(f"{where}.{part}: must be a list of token ids in [{first}, {vocab})")
     if required and not ids:
         raise ValueError(f"{where}.{part}: empty")
     return ids
-
-
-def pair_conditions(c: dict[str, Any], text: np.ndarray | None) -> Conditions:
-    """A pair's condition dict (strings as in the manifest) -> Conditions."""
-    key = None
-    if c.get("key"):
-        from src.generation.song import parse_key
-
-        tonic, mode = parse_key(c["key"])
-        key = key_id(tonic, mode)
-    sections = [ord(ch) - ord("A") for ch in c.get("sections", "")]
-    return Conditions(
-        text=text,
-        style=c.get("style"),
-        emotion=c.get("emotion"),
-        tempo=c.get("tempo"),
-        key=key,
-        timesig=c.get("time_signature"),
-        programs=c.get("programs"),
-        plan_label=sections,
-        plan_index=c.get("section_index") or list(range(len(sections))),
-    )
-
-
-class PreferenceDataset(Dataset):
-    """Pairs as model inputs: [BOS] + prompt + continuation, targets only on the continuation."""
-
-    def __init__(self, pairs: list[Pair], model_cfg: Any, text_emb: dict[str, np.ndarray]):
-        self.pairs, self.cfg, self.text_emb = pairs, model_cfg, text_emb
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def encode(self, prompt: list[int], cont: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        T = self.cfg.block_size
-        prompt = prompt[max(0, len(prompt) + len(cont) + 1 - T) :] if len(cont) < T else []
-        seq = np.array([BOS, *prompt, *cont][: T + 1], dtype=np.int64)
-        x = np.full(T, PAD, np.int64)
-        y = np.full(T, IGNORE, np.int64)
-        x[: len(seq) - 1] = seq[:-1]
-        n_prompt = 1 + len(prompt)  # targets from position n_prompt - 1 on are continuation tokens
-        y[n_prompt - 1 : len(seq) - 1] = seq[n_prompt:]
-        return x, y
-
-    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
-        p = self.pairs[i]
-        xc, yc = self.encode(p.prompt, p.chosen)
-        xr, yr = self.encode(p.prompt, p.rejected)
-        text = self.text_emb.get(p.conditions.get("text", ""))
-        cond = to_arrays(pair_conditions(p.conditions, text), self.cfg)
-        return {"x_chosen": xc, "y_chosen": yc, "x_rejected": xr, "y_rejected": yr, **cond}

@@ -31,11 +31,13 @@ from src.data.maestro_source import MaestroConfig, MaestroSource
 from src.data.music21_source import Music21Source, Music21SourceConfig
 from src.data.pop909_source import POP909Config, POP909Source
 from src.data.preferences import PreferenceConfig, build_synthetic_pairs
-from src.data.scoring import SCORER_VERSION
 from src.data.sources import RawPiece, Rejection, Source
 from src.data.splits import SplitConfig, split_of
-from src.data.token_store import token_store_meta, write_token_store
-from src.data.tokenizer import TokenizerConfig, load_tokenizer, tokenizer_hash, train_tokenizer
+from src.data.token_store import TokenStore, write_token_store
+from src.music.scoring import SCORER_VERSION
+from src.music.tokenizer import TokenCodec, TokenizerConfig, load_tokenizer, tokenizer_hash, train_tokenizer
+from src.music.vocab import style_label
+from src.utils.cache import cached_step, fingerprint
 from src.utils.config import ConfigError, add_config_args, load_config, save_config
 from src.utils.io import file_stamp, read_jsonl, sha256_text, write_json, write_jsonl, write_text
 from src.utils.logging import setup_logging
@@ -154,16 +156,13 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
     train_rows = [r for r in rows if r["split"] == "train"]
     if cfg.tokenizer.max_train_pieces:
         train_rows = train_rows[: cfg.tokenizer.max_train_pieces]
-    tok_fp = sha256_text(
-        json.dumps([asdict(cfg.tokenizer), [(r["id"], file_stamp(r["midi_path"])) for r in train_rows]])
-    )
-    state_path = out / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    if tok_path.is_file() and state.get("tokenizer_fingerprint") == tok_fp:
-        log.info("tokenizer up to date: %s", tok_path)
-    else:
+    tok_fp = fingerprint(asdict(cfg.tokenizer), [(r["id"], file_stamp(r["midi_path"])) for r in train_rows])
+
+    def train() -> dict[str, Any]:
         train_tokenizer(cfg.tokenizer, [Path(r["midi_path"]) for r in train_rows], tok_path)
-        write_json(state_path, {**state, "tokenizer_fingerprint": tok_fp})
+        return {"train_pieces": len(train_rows)}
+
+    cached_step("tokenizer", out / "tokenizer_state.json", tok_fp, train, outputs=[tok_path])
     tok_hash = tokenizer_hash(tok_path)
 
     lap("tokenizer")
@@ -172,19 +171,10 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
     for i, r in enumerate(rows):
         r["row"] = i
     tokens_dir = out / "tokens"
-    tokens_fp = sha256_text(json.dumps([tok_hash, [(r["id"], file_stamp(r["midi_path"])) for r in rows]]))
-    meta = token_store_meta(tokens_dir)
-    prev_manifest = out / "manifest.jsonl"
-    if meta and meta.get("fingerprint") == tokens_fp and prev_manifest.is_file():
-        log.info("token shards up to date: %s", tokens_dir)
-        # the shards are current, the labels are this run's (label or split settings may have changed)
-        previous = read_jsonl(prev_manifest)
-        tokenised = {r["id"]: {k: r[k] for k in ("row", "n_tokens", "n_base_tokens")} for r in previous}
-        kept = sorted(({**r, **tokenised[r["id"]]} for r in rows if r["id"] in tokenised), key=lambda r: r["row"])
-        if kept != previous:
-            write_jsonl(prev_manifest, kept)
-        rejected += [Rejection(**r) for r in meta["rejected"]]
-    else:
+    tokens_fp = fingerprint(tok_hash, [(r["id"], file_stamp(r["midi_path"])) for r in rows])
+    manifest = out / "manifest.jsonl"
+
+    def tokenise() -> dict[str, Any]:
         jobs = [(r["row"], r["midi_path"]) for r in rows]
         encoded = pool_map(_tokenise_job, jobs, workers, "tokenise", _tok_init, (str(tok_path),))
         kept, seqs, tok_rejects = [], [], []
@@ -195,19 +185,23 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
             r = {**r, "row": len(kept), "n_tokens": int(len(ids)), "n_base_tokens": n_base}
             seqs.append((r["row"], ids))
             kept.append(r)
-        write_token_store(
-            tokens_dir,
-            seqs,
-            {
-                "fingerprint": tokens_fp,
-                "tokenizer_hash": tok_hash,
-                "vocab_size": cfg.tokenizer.vocab_size,
-                "rejected": [asdict(x) for x in tok_rejects],
-            },
-            cfg.shard_tokens,
-        )
-        write_jsonl(prev_manifest, kept)
-        rejected += tok_rejects
+        counts = write_token_store(tokens_dir, seqs, cfg.shard_tokens)
+        write_jsonl(manifest, kept)
+        return {
+            "tokenizer_hash": tok_hash,
+            "vocab_size": cfg.tokenizer.vocab_size,
+            "rejected": [asdict(x) for x in tok_rejects],
+            **counts,
+        }
+
+    meta, _ = cached_step("token shards", tokens_dir / "meta.json", tokens_fp, tokenise, outputs=[manifest])
+    # the shards' rows and counts with this run's labels (label or split settings may have changed)
+    previous = read_jsonl(manifest)
+    tokenised = {r["id"]: {k: r[k] for k in ("row", "n_tokens", "n_base_tokens")} for r in previous}
+    kept = sorted(({**r, **tokenised[r["id"]]} for r in rows if r["id"] in tokenised), key=lambda r: r["row"])
+    if kept != previous:
+        write_jsonl(manifest, kept)
+    rejected += [Rejection(**r) for r in meta["rejected"]]
 
     lap("tokens")
 
@@ -221,19 +215,16 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
     # 7. synthetic preference pairs (real passage vs a corrupted copy), cached by their inputs
     prefs = None
     if cfg.preference.enabled:
-        labels_fp = sha256_text(json.dumps(kept))  # the pairs carry each piece's labels as conditions
-        pref_fp = sha256_text(json.dumps([tokens_fp, labels_fp, asdict(cfg.preference), SCORER_VERSION]))
-        pref_path = Path(cfg.preference.out_path)
-        current = json.loads(pref_path.read_text()) if pref_path.is_file() else {}
-        if current.get("fingerprint") == pref_fp:  # the file's own record: another run may have replaced it
-            log.info("preference pairs up to date: %s", pref_path)
-            prefs = current["summary"]
-        else:
-            from src.data.token_store import TokenStore
-            from src.data.tokenizer import TokenCodec
-
-            codec = TokenCodec(load_tokenizer(tok_path))
-            prefs = build_synthetic_pairs(cfg.preference, kept, TokenStore(out), codec, tok_hash, pref_fp)
+        # the pairs carry each piece's labels as conditions; the file is its own record (another run may replace it)
+        pref_fp = fingerprint(tokens_fp, sha256_text(json.dumps(kept)), asdict(cfg.preference), SCORER_VERSION)
+        codec = TokenCodec.from_file(tok_path)
+        record, _ = cached_step(
+            "preference pairs",
+            cfg.preference.out_path,
+            pref_fp,
+            lambda: build_synthetic_pairs(cfg.preference, kept, TokenStore(out), codec, tok_hash),
+        )
+        prefs = record["summary"]
 
     write_jsonl(out / "rejected.jsonl", [asdict(r) for r in rejected])
     lap("preference_pairs")
@@ -255,13 +246,13 @@ def summarise(rows: list[dict], rejected: list[Rejection], seconds: float, tok_h
     nbase = sum(r["n_base_tokens"] for r in rows)
     per: dict[str, dict[str, int]] = {}
     for r in rows:
-        cell = per.setdefault(f"{r['source']} / {r['style'] or 'UNLABELLED'}", {"pieces": 0, "tokens": 0})
+        cell = per.setdefault(f"{r['source']} / {style_label(r['style'])}", {"pieces": 0, "tokens": 0})
         cell["pieces"] += 1
         cell["tokens"] += r["n_tokens"]
     return {
         "pieces": len(rows),
         "by_source": dict(Counter(r["source"] for r in rows)),
-        "by_style": dict(Counter(r["style"] or "UNLABELLED" for r in rows)),
+        "by_style": dict(Counter(style_label(r["style"]) for r in rows)),
         "by_emotion": dict(Counter(r["emotion"] for r in rows)),
         "by_split": dict(Counter(r["split"] for r in rows)),
         "by_source_style": dict(sorted(per.items())),

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-STYLES = ("POP", "CLASSICAL", "JAZZ", "FOLK", "ELECTRONIC", "AMBIENT")
-
 
 @dataclass
 class RawPiece:

@@ -4,7 +4,7 @@ Layout under ``<processed>/tokens/``::
 
     shard_000.bin ...   uint16 BPE ids of many pieces, back to back
     index.npy           one row per piece: manifest row, shard, offset, length
-    meta.json           tokenizer hash, vocabulary size, fingerprint (written last)
+    meta.json           tokenizer hash, vocabulary size, fingerprint: the cached step's record (written last)
 
 Pitch-transposition augmentation happens when loading, never on disk.
 """
@@ -16,20 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
-from src.utils.io import atomic_path, read_jsonl, write_json
+from src.utils.io import atomic_path
 
 INDEX_DTYPE = np.dtype([("row", "<i4"), ("shard", "<i2"), ("offset", "<i8"), ("length", "<i4")])
 
 
-def write_token_store(
-    out_dir: Path, sequences: list[tuple[int, np.ndarray]], meta: dict[str, Any], shard_tokens: int
-) -> None:
-    """Write ``(manifest_row, ids)`` pairs into shards; ``meta.json`` last marks completion."""
+def write_token_store(out_dir: Path, sequences: list[tuple[int, np.ndarray]], shard_tokens: int) -> dict[str, int]:
+    """Write ``(manifest_row, ids)`` pairs into shards and the index; return their counts for ``meta.json``
+    (which the caller writes last: it marks completion)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "meta.json").unlink(missing_ok=True)
     index = np.zeros(len(sequences), dtype=INDEX_DTYPE)
     shard, offset, buf = 0, 0, []
 
@@ -53,7 +49,7 @@ def write_token_store(
             stale.unlink()
     with atomic_path(out_dir / "index.npy") as tmp, open(tmp, "wb") as f:
         np.save(f, index)
-    write_json(out_dir / "meta.json", {**meta, "n_pieces": len(sequences), "n_shards": shard + 1})
+    return {"n_pieces": len(sequences), "n_shards": shard + 1}
 
 
 def token_store_meta(out_dir: Path) -> dict[str, Any] | None:
@@ -81,47 +77,3 @@ class TokenStore:
     def __getitem__(self, i: int) -> np.ndarray:
         e = self.index[i]
         return self.shards[e["shard"]][e["offset"] : e["offset"] + e["length"]]
-
-
-class TokenDataset(Dataset):
-    """Pieces of one split: BPE ids (optionally transposed) with their condition fields."""
-
-    def __init__(
-        self,
-        processed_dir: str | Path,
-        split: str,
-        transpose: int = 0,
-        seed: int = 0,
-        codec: Any = None,
-    ):
-        self.store = TokenStore(processed_dir)
-        rows = read_jsonl(Path(processed_dir) / "manifest.jsonl")
-        self.rows = [r for r in rows if r["split"] == split and r["row"] in self.store.row_to_item]
-        self.transpose, self.seed, self.epoch = transpose, seed, 0
-        if transpose and codec is None:
-            raise ValueError("transposition needs a TokenCodec")
-        self.codec = codec
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def ids(self, i: int) -> np.ndarray:
-        return self.ids_and_shift(i)[0]
-
-    def ids_and_shift(self, i: int) -> tuple[np.ndarray, int]:
-        """The piece's BPE ids, transposed by a random shift (seeded by seed, epoch, i)."""
-        row = self.rows[i]
-        ids = np.asarray(self.store[self.store.row_to_item[row["row"]]], dtype=np.int64)
-        if self.transpose:
-            rng = np.random.default_rng((self.seed, self.epoch, i))
-            for shift in rng.permutation(np.arange(-self.transpose, self.transpose + 1)):
-                shifted = self.codec.transpose(ids, int(shift))
-                if shifted is not None:  # a shift that pushes a note out of range is skipped
-                    return shifted, int(shift)
-        return ids, 0
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"ids": torch.from_numpy(self.ids(i)), "row": self.rows[i]}

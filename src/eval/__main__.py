@@ -2,7 +2,7 @@
 
     python -m src.eval --checkpoint checkpoints/symbolic/tiny/best.pt [--checkpoint checkpoints/aligned/tiny/best.pt] \\
         [--num_samples 1] [--conditions 0] [--max_bars 32] [--midi_dir DIR] [--name NAME] \\
-        [--config config/generation.yaml] [--set evaluation.train_pieces=400]
+        [--config config/eval.yaml] [--set train_pieces=400]
 
 Writes outputs/eval/<name>/report.md (tables, PNG plots) and metrics.json.
 """
@@ -16,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from src.generation.song import GenerationConfig
+from src.eval.config import EvalConfig
 from src.utils.config import ConfigError, add_config_args, load_config
 from src.utils.logging import setup_logging
 
@@ -38,11 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no_bigram", action="store_true", help="skip the bigram floor")
     p.add_argument("--name", default="", help="report folder name (default: from the checkpoints)")
     p.add_argument("--out_dir", default="outputs/eval")
-    add_config_args(p, "config/generation.yaml")  # its evaluation: section holds the defaults of the flags above
+    add_config_args(p, "config/eval.yaml")  # the defaults of the flags above
     args = p.parse_args(argv)
     setup_logging("INFO")
     try:
-        cfg = load_config(GenerationConfig, args.config, args.overrides).evaluation
+        cfg = load_config(EvalConfig, args.config, args.overrides)
         flags = {k: getattr(args, k) for k in ("num_samples", "conditions", "split", "max_bars", "seed")}
         cfg = dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
         cfg.bigram = cfg.bigram and not args.no_bigram

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from src.models.vocoder import MelConfig
+from src.data.mel import MelConfig
 
 
 def log_mel_distance(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:

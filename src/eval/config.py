@@ -1,4 +1,4 @@
-"""Settings of the evaluation report (``evaluation:`` in config/generation.yaml; flags override them)."""
+"""Settings of the evaluation report (config/eval.yaml; ``python -m src.eval``'s flags override them)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,6 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if self.conditions < 0 or self.num_samples < 1 or self.max_bars < 1 or self.train_pieces < 2:
-            raise ValueError("evaluation: conditions >= 0, num_samples >= 1, max_bars >= 1, train_pieces >= 2")
+            raise ValueError("conditions >= 0, num_samples >= 1, max_bars >= 1, train_pieces >= 2")
         if self.split not in ("test", "validation"):
-            raise ValueError(f"evaluation.split must be test or validation, got {self.split!r}")
+            raise ValueError(f"split must be test or validation, got {self.split!r}")

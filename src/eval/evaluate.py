@@ -2,7 +2,7 @@
 
 For every held-out (test split) piece, its conditions (caption, style, emotion, tempo, key, time
 signature, section form, capped at ``max_bars``) ask each checkpoint for ``num_samples`` songs.
-Every set (generated, baselines) is then measured with :mod:`src.eval.metrics` and compared with
+Every set (generated, baselines) is then measured with :mod:`src.music.features` and compared with
 the real test pieces: per feature, Yang & Lerch's KL divergence and overlapping area; diversity as
 distinct 4-grams; and, for generated songs, control accuracy (tempo, bars, named instruments, key,
 and emotion and style as judged by classifiers trained on the real training split).
@@ -22,20 +22,25 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from src.data.labels import notes_array
-from src.data.planner_dataset import BOS, caption_embeddings
-from src.data.programs import instruments_in_prompt
 from src.data.token_store import TokenStore
-from src.data.tokenizer import TokenCodec
 from src.eval import metrics as M
 from src.eval.config import EvalConfig
 from src.eval.judges import Judge, judge_features
-from src.generation.song import SongGenerator, SongRequest, finalise, parse_form, parse_key
+from src.generation.arrange import finalise
+from src.generation.song import SongGenerator, SongRequest
+from src.models.builders import codec_from_checkpoint, load_codec, load_planner
 from src.models.sampling import Grammar, SamplingConfig
+from src.models.text_encoder import caption_embeddings
+from src.music.features import HISTOGRAM_METRICS, SCALAR_METRICS, piece_metrics
+from src.music.form import form_of, parse_form, total_bars
+from src.music.instruments import instruments_in_prompt, score_programs
+from src.music.notes import notes_array, parse_time_signature
+from src.music.theory import estimate_key, parse_key
+from src.music.tokenizer import BOS, EOS, TokenCodec
 from src.utils.io import read_jsonl
 
 log = logging.getLogger(__name__)
-FEATURES = (*M.SCALAR_METRICS, *M.HISTOGRAM_METRICS)
+FEATURES = (*SCALAR_METRICS, *HISTOGRAM_METRICS)
 
 
 @dataclass
@@ -54,8 +59,8 @@ class Piece:
     metrics: dict[str, Any] = field(default_factory=dict)
 
     def measure(self) -> Piece:
-        num, den = (int(x) for x in self.time_signature.split("/"))
-        self.metrics = M.piece_metrics(self.notes, self.tpq, self.qpm, [(0, num, den)])
+        num, den = parse_time_signature(self.time_signature)
+        self.metrics = piece_metrics(self.notes, self.tpq, self.qpm, [(0, num, den)])
         return self
 
     def judged(self) -> np.ndarray:
@@ -73,22 +78,10 @@ def piece_from_score(name: str, score: Any, ids: list[int], qpm: float | None = 
         tpq=score.ticks_per_quarter,
         qpm=qpm,
         time_signature=f"{ts.numerator}/{ts.denominator}" if ts else "4/4",
-        programs=sorted({128 if t.is_drum else t.program for t in score.tracks if len(t.notes)}),
+        programs=score_programs(score),
         ids=[int(i) for i in ids],
         **extra,
     ).measure()
-
-
-def form_of(row: dict, max_bars: int) -> str:
-    """The piece's own section form (runs of its per-bar section letters), capped at ``max_bars``."""
-    letters = row["sections"][:max_bars] or "A"
-    runs: list[list] = []
-    for ch in letters:
-        if runs and runs[-1][0] == ch:
-            runs[-1][1] += 1
-        else:
-            runs.append([ch, 1])
-    return ",".join(f"{ch}:{n}" for ch, n in runs)
 
 
 def request_of(row: dict, max_bars: int, seed: int, sampling: SamplingConfig) -> SongRequest:
@@ -97,7 +90,7 @@ def request_of(row: dict, max_bars: int, seed: int, sampling: SamplingConfig) ->
         style=row["style"],
         emotion=row["emotion"],
         tempo=float(row["tempo"]),
-        form=form_of(row, max_bars),
+        form=form_of(row["sections"], max_bars),
         key=row["key"],
         time_signature=row["time_signature"],
         seed=seed,
@@ -114,7 +107,7 @@ def real_pieces(data_dir: str | Path, split: str, codec: TokenCodec, limit: int 
     out = []
     for r in tqdm(rows, desc=f"real {split} pieces", unit="piece", leave=False):
         ids = store[store.row_to_item[r["row"]]].astype(np.int64)
-        score = codec.tok.decode([int(t) for t in ids if t > 3])
+        score = codec.decode(ids)
         out.append(piece_from_score(r["id"], score, ids.tolist(), qpm=float(r["tempo"]), request={"row": r}))
     return out
 
@@ -166,7 +159,7 @@ class BigramBaseline:
         ids, prev, n_bars = [BOS], BOS, 0
         while len(ids) < max_tokens:
             allowed = self.grammar.mask(torch.tensor([prev]))[0]
-            allowed[2] = False  # EOS: the song ends at its planned length
+            allowed[EOS] = False  # the song ends at its planned length
             p = counts[prev] * allowed
             nxt = int(torch.multinomial(p / p.sum(), 1, generator=gen))
             if self.codec.starts_bar[nxt]:
@@ -184,10 +177,8 @@ def bigram_set(bigram: BigramBaseline, rows: list[dict], num_samples: int, max_b
         for j in range(num_samples):
             req = request_of(row, max_bars, seed + 1000 * i + j, SamplingConfig())
             sections = parse_form(req.form, req.bars_per_section)
-            ids = bigram.sample(row["style"], sum(s.bars for s in sections), torch.Generator().manual_seed(req.seed))
-            score = finalise(
-                bigram.codec.tok.decode([t for t in ids if t > 3]), req.tempo, req.time_signature, sections
-            )
+            ids = bigram.sample(row["style"], total_bars(sections), torch.Generator().manual_seed(req.seed))
+            score = finalise(bigram.codec.decode(ids), req.tempo, req.time_signature, sections)
             bars = int(np.sum(bigram.codec.starts_bar[np.array(ids)]))
             out.append(
                 piece_from_score(
@@ -235,14 +226,14 @@ def control_accuracy(pieces: list[Piece], judges: dict[str, Judge]) -> dict[str,
     predictions = {k: j.predict(x) for k, j in judges.items()}
     for i, p in enumerate(pieces):
         req = p.request["req"]
-        want_bars = sum(s.bars for s in parse_form(req.form, req.bars_per_section))
+        want_bars = total_bars(parse_form(req.form, req.bars_per_section))
         tempo.append(abs(p.qpm - req.tempo) < 0.5)
         bars.append(p.facts.get("bars") == want_bars)
         named = [prog for _, prog in instruments_in_prompt(req.prompt)]
         if named:
             instruments.append(set(named) <= set(p.programs))
         tonic, mode = parse_key(req.key)
-        est = M.estimate_key(p.notes)
+        est = estimate_key(p.notes)
         key.append((est[0], est[1]) == (tonic, mode))
         for k in judges:
             if getattr(req, k) is not None:  # an unlabelled piece's request names no style
@@ -294,19 +285,12 @@ def evaluate(
     checkpoints: list[str], data_dir: str, cfg: EvalConfig | None = None, midi_dirs: list[str] | None = None
 ) -> dict[str, Any]:
     """Everything the report shows; the sets themselves under ``"sets"`` (for plots)."""
-    from src.models.builders import codec_from_checkpoint, load_planner
-
     cfg = cfg or EvalConfig()
     num_samples, max_bars, seed, split = cfg.num_samples, cfg.max_bars, cfg.seed, cfg.split
     if not checkpoints and not midi_dirs:
         raise ValueError("nothing to evaluate: give --checkpoint and/or --midi_dir")
     loaded = [(c, *load_planner(c, data_dir)) for c in checkpoints]
-    if loaded:
-        codec = codec_from_checkpoint(loaded[0][2])
-    else:
-        from src.data.tokenizer import TokenCodec, load_tokenizer
-
-        codec = TokenCodec(load_tokenizer(Path(data_dir) / "tokenizer.json"))
+    codec = codec_from_checkpoint(loaded[0][2]) if loaded else load_codec(data_dir)
     test = real_pieces(data_dir, split, codec)
     if len(test) < 2:
         raise ValueError(f"{data_dir}: the {split} split has {len(test)} piece(s); the comparison needs 2 or more")

@@ -11,19 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from src.eval.metrics import KK_MAJOR, KK_MINOR, SCALAR_METRICS, pitch_class_histogram
-
-
-def mode_strength(notes: np.ndarray) -> float:
-    """Best major-key profile correlation minus best minor-key correlation (Krumhansl-Schmuckler)."""
-    hist = pitch_class_histogram(notes)
-    if hist.sum() == 0:
-        return 0.0
-    best = {
-        name: max(float(np.corrcoef(hist, np.roll(profile, t))[0, 1]) for t in range(12))
-        for name, profile in (("major", KK_MAJOR), ("minor", KK_MINOR))
-    }
-    return best["major"] - best["minor"]
+from src.music.features import SCALAR_METRICS
+from src.music.theory import mode_strength
 
 
 def judge_features(metrics: dict, notes: np.ndarray, qpm: float, programs: list[int]) -> np.ndarray:

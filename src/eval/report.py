@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from src.eval.metrics import HISTOGRAM_METRICS, RHYTHM_NAMES, SCALAR_METRICS
+from src.music.features import HISTOGRAM_METRICS, RHYTHM_NAMES, SCALAR_METRICS
 from src.utils.io import atomic_path, write_text
 
 CONTROLS = ("tempo", "bars", "instruments", "key", "emotion", "style")

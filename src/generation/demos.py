@@ -14,10 +14,11 @@ import logging
 import sys
 from pathlib import Path
 
+from src.generation.config import GenerationConfig
 from src.generation.run import run_generation, select_checkpoint
-from src.generation.song import GenerationConfig, SongRequest
+from src.generation.song import SongRequest
 from src.models.sampling import SamplingConfig
-from src.training.checkpoint import load_checkpoint
+from src.utils.checkpoint import load_checkpoint
 from src.utils.config import add_config_args, load_config
 from src.utils.io import sha256_file
 from src.utils.logging import setup_logging

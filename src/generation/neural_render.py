@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from src.data.audio_pairs import notes_in_seconds, piano_roll, window_notes, window_tokens
-from src.models.audio_renderer import AudioRenderer
-from src.models.diffusion import alphas_cumprod, ddim_sample
-from src.models.vocoder import MelConfig, mel_to_audio
+from src.data.mel import MelConfig
+from src.models.audio_renderer import sample_mels
+from src.models.builders import codec_from_checkpoint, load_renderer
+from src.models.vocoder import mel_to_audio
 from src.utils.io import sha256_file
 
 log = logging.getLogger(__name__)
@@ -36,47 +37,6 @@ class NeuralRenderConfig:
     momentum: float = 0.99
     batch_segments: int = 8
     device: str = "auto"
-
-
-def sample_mels(
-    model: AudioRenderer,
-    tokens: torch.Tensor,
-    tokens_mask: torch.Tensor,
-    roll: torch.Tensor,
-    steps: int,
-    eta: float = 0.0,
-    guidance: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Normalised log-mels [B, 1, n_mels, F] for conditions tokens [B, L], mask [B, L], roll [B, 2, 128, F]."""
-    cfg = model.cfg
-    dev = next(model.parameters()).device
-    B = tokens.shape[0]
-    cond = model.condition(tokens.to(dev), tokens_mask.to(dev), roll.to(dev))
-    if guidance != 1.0:
-        null = model.condition(
-            tokens.to(dev), tokens_mask.to(dev), roll.to(dev), torch.ones(B, dtype=torch.bool, device=dev)
-        )
-        both = tuple(torch.cat([a, b]) for a, b in zip(cond, null))
-
-        def denoiser(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            c, u = model.denoise(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)
-            return u + guidance * (c - u)
-    else:
-
-        def denoiser(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return model.denoise(x, t, cond)
-
-    return ddim_sample(
-        denoiser,
-        (B, 1, cfg.n_mels, cfg.frames),
-        alphas_cumprod(cfg.diffusion),
-        steps,
-        eta,
-        generator,
-        cfg.diffusion.prediction,
-        dev,
-    )
 
 
 def crossfade(segments: list[np.ndarray], starts: list[int], total: int, overlap: int) -> np.ndarray:
@@ -101,8 +61,6 @@ class NeuralRenderer:
     """A trained renderer checkpoint, ready to render scores to audio."""
 
     def __init__(self, path: str | Path, cfg: NeuralRenderConfig):
-        from src.models.builders import codec_from_checkpoint, load_renderer
-
         self.cfg, self.path = cfg, Path(path)
         self.model, state = load_renderer(path)
         dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")

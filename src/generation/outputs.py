@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from src.generation.song import Section
+from src.music.form import Section
+from src.music.instruments import instrument_name, track_program
 from src.utils.io import atomic_path, write_text
 
 
@@ -38,8 +39,6 @@ def write_picture(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from src.generation.song import _inst
-
     qpm = score.tempos[0].qpm
     sec_per_tick = 60.0 / qpm / score.ticks_per_quarter
     num, den = score.time_signatures[0].numerator, score.time_signatures[0].denominator
@@ -55,7 +54,7 @@ def write_picture(
                 left=arr["time"] * sec_per_tick,
                 height=0.9,
                 color=cmap(i % 10),
-                label=_inst(128 if t.is_drum else t.program),
+                label=instrument_name(track_program(t)),
             )
     for s in sections:
         ax.axvline(s.start_bar * bar_s, color="k", lw=0.8, ls="--")

@@ -8,10 +8,13 @@ import logging
 from pathlib import Path
 
 from src.data.render import find_soundfont, render_midi
+from src.generation.config import GenerationConfig
 from src.generation.neural_render import NeuralRenderer
 from src.generation.outputs import write_json, write_midi, write_picture, write_wav
-from src.generation.song import GenerationConfig, SongGenerator, SongRequest, parse_form
+from src.generation.song import SongGenerator, SongRequest
 from src.models.builders import codec_from_checkpoint, load_planner
+from src.models.text_encoder import embed_texts
+from src.music.form import parse_form
 from src.utils.io import sha256_file
 
 log = logging.getLogger("generate")
@@ -78,8 +81,6 @@ def run_generation(
     prompts = sorted({req.prompt for req, _ in jobs if req.prompt})
     texts = {}
     if prompts:
-        from src.models.text_encoder import embed_texts
-
         texts = dict(zip(prompts, embed_texts(prompts)))
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from src.models.diffusion import DiffusionConfig
+from src.models.diffusion import DiffusionConfig, alphas_cumprod, ddim_sample
 
 
 @dataclass
@@ -231,3 +231,44 @@ class AudioRenderer(nn.Module):
         drop: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return self.denoise(x, t, self.condition(tokens, tokens_mask, roll, drop))
+
+
+def sample_mels(
+    model: AudioRenderer,
+    tokens: torch.Tensor,
+    tokens_mask: torch.Tensor,
+    roll: torch.Tensor,
+    steps: int,
+    eta: float = 0.0,
+    guidance: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Normalised log-mels [B, 1, n_mels, F] for conditions tokens [B, L], mask [B, L], roll [B, 2, 128, F]."""
+    cfg = model.cfg
+    dev = next(model.parameters()).device
+    B = tokens.shape[0]
+    cond = model.condition(tokens.to(dev), tokens_mask.to(dev), roll.to(dev))
+    if guidance != 1.0:
+        null = model.condition(
+            tokens.to(dev), tokens_mask.to(dev), roll.to(dev), torch.ones(B, dtype=torch.bool, device=dev)
+        )
+        both = tuple(torch.cat([a, b]) for a, b in zip(cond, null))
+
+        def denoiser(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            c, u = model.denoise(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)
+            return u + guidance * (c - u)
+    else:
+
+        def denoiser(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return model.denoise(x, t, cond)
+
+    return ddim_sample(
+        denoiser,
+        (B, 1, cfg.n_mels, cfg.frames),
+        alphas_cumprod(cfg.diffusion),
+        steps,
+        eta,
+        generator,
+        cfg.diffusion.prediction,
+        dev,
+    )

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from src.data.tokenizer import TokenCodec, load_tokenizer, tokenizer_hash
 from src.models.audio_renderer import AudioRenderer, RendererConfig
 from src.models.diffusion import DiffusionConfig
 from src.models.symbolic_planner import PlannerConfig, SymbolicPlanner
-from src.training.checkpoint import load_checkpoint
+from src.music.tokenizer import TokenCodec, tokenizer_hash
+from src.utils.checkpoint import load_checkpoint
 
 
 def resolve_planner_config(cfg: PlannerConfig, codec: TokenCodec) -> PlannerConfig:
@@ -65,7 +65,7 @@ def load_renderer(path: str | Path) -> tuple[AudioRenderer, dict]:
 
 
 def load_codec(data_dir: str | Path) -> TokenCodec:
-    return TokenCodec(load_tokenizer(Path(data_dir) / "tokenizer.json"))
+    return TokenCodec.from_file(Path(data_dir) / "tokenizer.json")
 
 
 def codec_from_checkpoint(state: dict) -> TokenCodec:
@@ -78,4 +78,4 @@ def codec_from_checkpoint(state: dict) -> TokenCodec:
         path.write_text(text, encoding="utf-8")
         if tokenizer_hash(path) != state["tokenizer_hash"]:
             raise ValueError(f"checkpoint's tokenizer JSON does not match its hash {state['tokenizer_hash']}")
-        return TokenCodec(load_tokenizer(path))
+        return TokenCodec.from_file(path)

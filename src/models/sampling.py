@@ -11,10 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from src.data.planner_dataset import BOS, EOS, PAD
-from src.data.tokenizer import TokenCodec
-from src.models.conditions import null_conditions
 from src.models.symbolic_planner import SymbolicPlanner
+from src.music.conditions import null_conditions
+from src.music.tokenizer import BOS, EOS, MASK, PAD, TokenCodec
 
 
 @dataclass
@@ -60,7 +59,7 @@ class Grammar:
                 self.table[i] = torch.from_numpy(allowed[kind])
         self.table[:, PAD] = False
         self.table[:, BOS] = False
-        self.table[:, 3] = False  # MASK
+        self.table[:, MASK] = False
 
     def mask(self, prev: torch.Tensor) -> torch.Tensor:
         """(B,) previous ids -> (B, V) allowed next tokens."""

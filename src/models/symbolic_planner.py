@@ -11,17 +11,14 @@ decoder can find its bar in the plan.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-STYLES = ("POP", "CLASSICAL", "JAZZ", "FOLK", "ELECTRONIC", "AMBIENT")
-EMOTIONS = ("HAPPY", "SAD", "TENSE", "PEACEFUL")
-TIME_SIGNATURES = ("4/4", "3/4", "2/4", "6/8", "12/8", "3/8", "5/4", "6/4", "1/4")
-COND_FIELDS = ("text", "style", "emotion", "tempo", "key", "timesig", "programs", "plan")
+from src.music.conditions import NULL_KEY
+from src.music.vocab import DRUMS, EMOTIONS, STYLES, TIME_SIGNATURES
 
 
 @dataclass
@@ -40,18 +37,12 @@ class PlannerConfig:
     n_tempo_bins: int = 32
     n_section_labels: int = 8
     max_section_index: int = 64
-    n_programs: int = 129  # GM 0..127 + drums
+    n_programs: int = DRUMS + 1  # GM 0..127 + drums
     bar_token_ids: list[int] = field(default_factory=list)  # BPE ids that start a bar
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-
-
-def tempo_bin(qpm: float, n_bins: int) -> int:
-    """Log-spaced tempo bins over 30..300 BPM."""
-    x = (math.log(min(max(qpm, 30.0), 300.0)) - math.log(30.0)) / (math.log(300.0) - math.log(30.0))
-    return min(n_bins - 1, int(x * n_bins))
 
 
 class Attention(nn.Module):
@@ -131,7 +122,7 @@ class SymbolicPlanner(nn.Module):
         self.style = nn.Embedding(len(STYLES) + 1, d)
         self.emotion = nn.Embedding(len(EMOTIONS) + 1, d)
         self.tempo = nn.Embedding(cfg.n_tempo_bins + 1, d)
-        self.key = nn.Embedding(24 + 1, d)
+        self.key = nn.Embedding(NULL_KEY + 1, d)
         self.timesig = nn.Embedding(len(TIME_SIGNATURES) + 1, d)
         self.programs = nn.Linear(cfg.n_programs, d)
         self.programs_null = nn.Parameter(torch.zeros(d))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -11,14 +10,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from src.data.preferences import PreferenceDataset, load_pairs
-from src.data.scoring import ScorerConfig
-from src.models.alignment import AlignmentConfig, DPOTask, on_policy_pairs, reference_copy, set_dropout
+from src.data.preferences import load_pairs
+from src.data.token_store import TokenStore
 from src.models.builders import codec_from_checkpoint, load_planner
+from src.models.text_encoder import caption_embeddings, embed_texts
+from src.music.scoring import ScorerConfig
+from src.training.datasets import PreferenceDataset
 from src.training.distributed import DistInfo, setup_distributed
+from src.training.dpo import AlignmentConfig, DPOTask, on_policy_pairs, reference_copy, set_dropout
 from src.training.loop import fit
+from src.utils.cache import cached_step, fingerprint
 from src.utils.config import save_config
-from src.utils.io import read_jsonl, sha256_file, sha256_text, write_json
+from src.utils.io import read_jsonl, sha256_file
 
 log = logging.getLogger("align")
 
@@ -27,35 +30,22 @@ def build_on_policy(cfg: AlignmentConfig, model, codec, state: dict, out_dir: Pa
     """Sample and score on-policy pairs once (cached by checkpoint and settings); their file's path."""
     if not cfg.on_policy.conditions:
         return None
-    from src.data.planner_dataset import caption_embeddings
-    from src.data.token_store import TokenStore
-
     path = out_dir / "on_policy_pairs.json"
-    key = sha256_text(json.dumps([sha256_file(cfg.symbolic_ckpt), dataclasses.asdict(cfg.on_policy), cfg.train.seed]))
-    if path.is_file() and json.loads(path.read_text()).get("key") == key:
-        log.info("on-policy pairs up to date: %s", path)
-        return path
-    rows = [r for r in read_jsonl(Path(cfg.data_dir) / "manifest.jsonl") if r["split"] == "train"]
-    pairs = on_policy_pairs(
-        model,
-        codec,
-        rows,
-        TokenStore(cfg.data_dir),
-        caption_embeddings(cfg.data_dir),
-        cfg.on_policy,
-        ScorerConfig(),
-        cfg.train.seed,
-    )
-    log.info("on-policy pairs: %d from %d conditions", len(pairs), cfg.on_policy.conditions)
-    write_json(path, {"tokenizer_hash": state["tokenizer_hash"], "key": key, "pairs": pairs})
+    fp = fingerprint(sha256_file(cfg.symbolic_ckpt), dataclasses.asdict(cfg.on_policy), cfg.train.seed)
+
+    def sample() -> dict[str, Any]:
+        rows = [r for r in read_jsonl(Path(cfg.data_dir) / "manifest.jsonl") if r["split"] == "train"]
+        store, text_emb = TokenStore(cfg.data_dir), caption_embeddings(cfg.data_dir)
+        pairs = on_policy_pairs(model, codec, rows, store, text_emb, cfg.on_policy, ScorerConfig(), cfg.train.seed)
+        log.info("on-policy pairs: %d from %d conditions", len(pairs), cfg.on_policy.conditions)
+        return {"tokenizer_hash": state["tokenizer_hash"], "pairs": pairs}
+
+    cached_step("on-policy pairs", path, fp, sample)
     return path
 
 
 def pair_text_embeddings(pairs: list, data_dir: str) -> dict[str, np.ndarray]:
     """Prompt text -> embedding: stage 1's cached caption embeddings, the encoder for any other text."""
-    from src.data.planner_dataset import caption_embeddings
-    from src.models.text_encoder import embed_texts
-
     rows = read_jsonl(Path(data_dir) / "manifest.jsonl")
     cached = dict(zip((r["caption"] for r in rows), caption_embeddings(data_dir)))
     texts = {p.conditions.get("text", "") for p in pairs} - {""}

@@ -21,10 +21,10 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset
 
-from src.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from src.training.distributed import DistInfo, all_reduce_mean
 from src.training.optim import build_optimizer, warmup_cosine
 from src.training.sampler import ResumableDistributedSampler
+from src.utils.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from src.utils.io import copy_atomic
 
 log = logging.getLogger("train")

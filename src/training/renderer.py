@@ -12,11 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from src.data.audio_pairs import AudioPairDataset, load_pairs_index
-from src.data.tokenizer import tokenizer_hash
+from src.data.audio_pairs import load_pairs_index
 from src.models.audio_renderer import AudioRenderer, RendererConfig
 from src.models.builders import load_codec, resolve_renderer_config
 from src.models.diffusion import alphas_cumprod, q_sample, training_target
+from src.music.tokenizer import tokenizer_hash
+from src.training.datasets import AudioPairDataset
 from src.training.distributed import DistInfo, setup_distributed
 from src.training.loop import LoopConfig, fit
 from src.utils.config import save_config
@@ -35,6 +36,7 @@ class RendererTrainConfig(LoopConfig):
 
 @dataclass
 class RendererTrainingConfig:
+    preset: str = "tiny"  # its name fills every {preset} of the config file
     data_dir: str = "data/processed/tiny"
     out_dir: str = "checkpoints/renderer/tiny"
     run_dir: str = "runs/renderer"

@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from src.data.planner_dataset import BOS
-from src.data.tokenizer import TokenCodec
+from src.data.mel import MelConfig
+from src.models.audio_renderer import sample_mels
 from src.models.sampling import Grammar, SamplingConfig, generate
 from src.models.symbolic_planner import SymbolicPlanner
+from src.models.vocoder import mel_to_audio
+from src.music.tokenizer import BOS, TokenCodec
 from src.utils.io import atomic_path
 
 
@@ -61,7 +63,7 @@ def log_sample(
         gen,
         Grammar(codec),
     )
-    score = codec.tok.decode([int(t) for t in ids[0, 1:] if t > 3])
+    score = codec.decode(ids[0, 1:].tolist())
     out = run_dir / "samples" / f"step_{step:07d}.mid"
     with atomic_path(out) as tmp:
         score.dump_midi(str(tmp))
@@ -89,9 +91,6 @@ def mel_figure(mels: list[np.ndarray], titles: list[str]):
 @torch.no_grad()
 def log_render_sample(model, item: dict, extras: dict, writer, step: int, steps: int, seed: int) -> None:
     """Render one validation segment; log its audio and mel beside the FluidSynth reference's."""
-    from src.generation.neural_render import sample_mels
-    from src.models.vocoder import MelConfig, mel_to_audio
-
     mel_cfg = MelConfig(**extras["mel"])
     mean, std = extras["mel_mean"], extras["mel_std"]
     gen = torch.Generator().manual_seed(seed)

@@ -13,11 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from src.data.planner_dataset import IGNORE, PlannerDataset, caption_embeddings
-from src.data.tokenizer import tokenizer_hash
-from src.models.builders import build_planner, load_codec, resolve_planner_config
-from src.models.conditions import CONDITION_TENSORS, drop_fields, random_drop
-from src.models.symbolic_planner import COND_FIELDS, PlannerConfig, SymbolicPlanner
+from src.models.builders import build_planner, load_codec, load_planner, resolve_planner_config
+from src.models.symbolic_planner import PlannerConfig, SymbolicPlanner
+from src.models.text_encoder import caption_embeddings
+from src.music.conditions import COND_FIELDS, CONDITION_TENSORS, drop_fields, random_drop
+from src.music.tokenizer import IGNORE, tokenizer_hash
+from src.music.vocab import style_label
+from src.training.datasets import PlannerDataset
 from src.training.distributed import DistInfo, setup_distributed
 from src.training.loop import LoopConfig, fit
 from src.utils.config import save_config
@@ -53,6 +55,7 @@ class TrainConfig(LoopConfig):
 
 @dataclass
 class SymbolicConfig:
+    preset: str = "tiny"  # its name fills every {preset} of the config file
     data_dir: str = "data/processed/tiny"
     out_dir: str = "checkpoints/symbolic"
     run_dir: str = "runs/symbolic"
@@ -171,9 +174,9 @@ def data_stats(ds: PlannerDataset) -> dict[str, Any]:
     rows = ds.pieces.rows
     by_style: dict[str, Counter] = {}
     for r in rows:
-        by_style.setdefault(r["style"] or "UNLABELLED", Counter())[tuple(r["programs"])] += 1
+        by_style.setdefault(style_label(r["style"]), Counter())[tuple(r["programs"])] += 1
     return {
-        "styles": dict(Counter(r["style"] or "UNLABELLED" for r in rows)),
+        "styles": dict(Counter(style_label(r["style"]) for r in rows)),
         "programs": sorted({p for r in rows for p in r["programs"]}),
         "program_counts": dict(Counter(p for r in rows for p in r["programs"])),  # pieces per program
         "style_programs": {s: list(c.most_common(1)[0][0]) for s, c in by_style.items()},
@@ -184,8 +187,6 @@ def data_stats(ds: PlannerDataset) -> dict[str, Any]:
 def val_losses(ckpt: str | Path, data_dir: str | Path, windows: int = 2, device: str = "cpu") -> dict[str, float]:
     """Validation loss with the true conditions, and with some of them taken from another window:
     only the prompt (text), every field but the plan, and everything."""
-    from src.models.builders import load_planner
-
     model, _ = load_planner(ckpt, data_dir)
     model.to(device)
     codec = load_codec(data_dir)

@@ -4,6 +4,13 @@ Each component declares its own ``@dataclass`` config beside its code; a stage's
 config nests them. ``load_config(Cls, path, ["a.b=v"])`` reads the YAML, applies ``--set``
 overrides, and checks every key and type: an unknown key or a value of the wrong type is a
 :class:`ConfigError` naming the dotted key and the file.
+
+Presets are overlays (as mt3's gin overlays): a file may start from another with ``base: other.yaml``
+(relative to itself) and change only what differs; mappings merge key by key, anything else is
+replaced. The preset's name is written once, as ``preset:``; every ``{preset}`` in a string value
+becomes it (after overrides, so ``--set preset=small`` moves every path).
+
+    python -m src.utils.config FILE [KEY]     # the resolved YAML, or one top-level value
 """
 
 from __future__ import annotations
@@ -103,6 +110,55 @@ def _from_dict(cls: type[T], data: dict[str, Any], src: str, prefix: str = "") -
     return obj
 
 
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``: mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def interpolate(value: Any, preset: str) -> Any:
+    """Every ``{preset}`` in the strings of ``value`` replaced by ``preset``."""
+    if isinstance(value, str):
+        return value.replace("{preset}", preset)
+    if isinstance(value, dict):
+        return {k: interpolate(v, preset) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, preset) for v in value]
+    return value
+
+
+def read_yaml(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file as a mapping, its ``base:`` chain merged under it (no overrides, no interpolation)."""
+    p = Path(path)
+    if not p.is_file():
+        where = f" (the base of {seen[-1]})" if seen else ""
+        raise ConfigError(f"{path}: config file not found{where}")
+    if p.resolve() in seen:
+        raise ConfigError(f"{path}: 'base' chain loops back to itself")
+    try:
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}".splitlines()[0]) from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    data = loaded or {}
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: 'base' must be a file name, got {base!r}")
+    return merge(read_yaml(p.parent / base, (*seen, p.resolve())), data)
+
+
+def resolve(data: dict[str, Any], overrides: list[str] | None = None) -> dict[str, Any]:
+    """Apply ``--set`` overrides, then put the preset's name into every ``{preset}``."""
+    data = apply_overrides(data, overrides or [])
+    preset = data.get("preset")
+    return interpolate(data, str(preset)) if preset is not None else data
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``'a.b=3'`` -> (['a', 'b'], 3); the value is parsed as YAML."""
     if "=" not in text:
@@ -133,24 +189,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | None = None) -> T:
-    """Read ``path`` (YAML) into ``cls``, apply ``--set`` overrides, validate everything."""
-    data: dict[str, Any] = {}
+    """Read ``path`` (YAML, with its ``base:`` chain) into ``cls``, apply ``--set`` overrides and the
+    preset's name, validate everything."""
     src = str(path) if path is not None else "<defaults>"
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{src}: config file not found")
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{src}: invalid YAML: {e}".splitlines()[0]) from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{src}: top level must be a mapping")
-        data = loaded or {}
+    data = read_yaml(path) if path is not None else {}
     if overrides:
-        data = apply_overrides(data, overrides)
         src = f"{src} (with --set)"
-    return _from_dict(cls, data, src)
+    return _from_dict(cls, resolve(data, overrides), src)
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -172,3 +217,30 @@ def add_config_args(parser: argparse.ArgumentParser, default: str | None = None)
         metavar="SECTION.KEY=VALUE",
         help="override any config value (repeatable)",
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print a config file resolved (bases merged, preset filled in), or one of its top-level values."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if not 1 <= len(args) <= 2:
+        print("usage: python -m src.utils.config FILE [KEY]", file=sys.stderr)
+        return 2
+    try:
+        data = resolve(read_yaml(args[0]))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if len(args) == 1:
+        print(yaml.safe_dump(data, sort_keys=False), end="")
+    elif args[1] not in data:
+        print(f"error: {args[0]}: no top-level key '{args[1]}'", file=sys.stderr)
+        return 2
+    else:
+        print(data[args[1]])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,11 +1,15 @@
-"""General MIDI programs from instrument or voice names (a configurable mapping)."""
+"""General MIDI programs: from part names (a configurable mapping) and prompt words, their names
+and typical registers. The drum kit is program :data:`~src.music.vocab.DRUMS` (128)."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import pretty_midi
+
+from src.music.vocab import DRUMS
 
 # Substring (lower case) -> GM program, 0-based. The first match in order wins, so the more
 # specific names come first ("contrabass" before "bass", "bass clarinet" before "bass").
@@ -52,17 +56,45 @@ def program_name(program: int) -> str:
     return pretty_midi.program_to_instrument_name(program)
 
 
-# Words a user may write in a prompt -> GM program (128 = drum kit). Longer phrases first.
+def instrument_name(program: int) -> str:
+    """A GM program's name, or "drums" for the drum kit."""
+    return "drums" if program == DRUMS else program_name(program)
+
+
+def track_program(track: Any) -> int:
+    """A symusic Track's program, :data:`DRUMS` for a drum track."""
+    return DRUMS if track.is_drum else int(track.program)
+
+
+def score_programs(score: Any) -> list[int]:
+    """The sorted programs of a score's tracks that have notes (drums as :data:`DRUMS`)."""
+    return sorted({track_program(t) for t in score.tracks if len(t.notes)})
+
+
+# A General MIDI program's typical register (MIDI pitch at its centre), for assigning voices.
+REGISTER = {
+    range(0, 8): 60, range(8, 16): 72, range(16, 24): 60, range(24, 32): 57, range(32, 40): 38,
+    range(40, 41): 74, range(41, 42): 62, range(42, 43): 50, range(43, 44): 38, range(44, 56): 60,
+    range(56, 57): 70, range(57, 58): 55, range(58, 59): 40, range(59, 61): 58, range(61, 64): 58,
+    range(64, 72): 62, range(72, 80): 76, range(80, 128): 60,
+}  # fmt: skip
+
+
+def register_of(program: int) -> int:
+    return next(v for r, v in REGISTER.items() if program in r)
+
+
+# Words a user may write in a prompt -> GM program (DRUMS = the drum kit). Longer phrases first.
 PROMPT_INSTRUMENTS: dict[str, int] = {
     "electric guitar": 27, "acoustic guitar": 24, "bass guitar": 33, "double bass": 43, "french horn": 60,
-    "string quartet": 40, "synth pad": 89, "synth bass": 38, "drum kit": 128,
+    "string quartet": 40, "synth pad": 89, "synth bass": 38, "drum kit": DRUMS,
     "piano": 0, "keyboard": 0, "harpsichord": 6, "organ": 19, "accordion": 21, "harmonica": 22,
     "guitar": 24, "bass": 32, "violin": 40, "fiddle": 40, "viola": 41, "cello": 42, "contrabass": 43,
     "strings": 48, "string": 48, "harp": 46, "choir": 52, "voices": 52, "vocals": 52, "voice": 52,
     "trumpet": 56, "trombone": 57, "tuba": 58, "horn": 60, "brass": 61, "saxophone": 65, "sax": 65,
     "oboe": 68, "bassoon": 70, "clarinet": 71, "woodwinds": 71, "woodwind": 71, "piccolo": 72,
     "flute": 73, "recorder": 74, "whistle": 78, "synth": 80, "synthesizer": 80, "lead": 80,
-    "pad": 89, "bagpipe": 109, "bagpipes": 109, "percussion": 128, "drums": 128, "drum": 128,
+    "pad": 89, "bagpipe": 109, "bagpipes": 109, "percussion": DRUMS, "drums": DRUMS, "drum": DRUMS,
 }  # fmt: skip
 
 

@@ -3,7 +3,10 @@
 The base vocabulary is shrunk below the target (8 velocities, 16 tempo bins: 478 tokens) so
 that BPE really trains: miditok silently skips training when the base already reaches the
 target size. :class:`TokenCodec` turns BPE ids back into base ids and re-encodes them, which
-the dataset uses for pitch transposition at load time.
+the dataset uses for pitch transposition at load time, and holds the per-token tables the
+sampler needs (bar starts, pitches, token types, the positions a token holds).
+
+The special tokens come first in the vocabulary, in this order: PAD 0, BOS 1, EOS 2, MASK 3.
 """
 
 from __future__ import annotations
@@ -13,12 +16,22 @@ from collections import Counter
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from src.music.instruments import track_program
 from src.utils.io import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
+SPECIAL_TOKENS = ("PAD", "BOS", "EOS", "MASK")  # miditok gives them ids 0..3 in this order
+PAD, BOS, EOS, MASK = range(len(SPECIAL_TOKENS))
+IGNORE = -100  # a target position that carries no loss
+
+
+def music_ids(ids: Any) -> list[int]:
+    """The ids without special tokens (which carry no music)."""
+    return [int(t) for t in ids if int(t) >= len(SPECIAL_TOKENS)]
 
 
 @dataclass
@@ -52,7 +65,7 @@ def build_tokenizer(cfg: TokenizerConfig):  # -> miditok.REMI
         num_tempos=cfg.num_tempos,
         tempo_range=tuple(cfg.tempo_range),
         beat_res={tuple(int(x) for x in k.split("_")): v for k, v in cfg.beat_res.items()},
-        special_tokens=["PAD", "BOS", "EOS", "MASK"],
+        special_tokens=list(SPECIAL_TOKENS),
     )
     return REMI(mt)
 
@@ -91,9 +104,7 @@ def note_multiset(score) -> Counter:
     (independent of ticks per quarter): what a tokeniser round trip must preserve."""
     q = score.ticks_per_quarter
     return Counter(
-        (128 if t.is_drum else t.program, n.pitch, Fraction(n.time, q), Fraction(n.duration, q))
-        for t in score.tracks
-        for n in t.notes
+        (track_program(t), n.pitch, Fraction(n.time, q), Fraction(n.duration, q)) for t in score.tracks for n in t.notes
     )
 
 
@@ -103,7 +114,7 @@ def tokenizer_hash(path: str | Path) -> str:
 
 
 class TokenCodec:
-    """BPE ids <-> base ids, and per-token facts the models need (bar starts, pitches)."""
+    """BPE ids <-> base ids, and per-token facts the models need (bar starts, pitches, types, positions)."""
 
     def __init__(self, tokenizer):
         self.tok = tokenizer
@@ -122,6 +133,30 @@ class TokenCodec:
         self.pitch_to_base = {p: i for i, p in self.base_pitch.items()}
         # BPE never merges across bars, so a token holds at most one Bar, at its start.
         self.starts_bar = np.array([self.bar_base_id in b for b in self.bpe_to_base])
+        # per base id: its type ("Pitch", "Position", ...) and value ("60", "4_4", ...)
+        self.base_type = {i: t.split("_")[0] for t, i in base_vocab.items()}
+        self.base_value = {i: t.split("_", 1)[1] for t, i in base_vocab.items() if "_" in t}
+        # per BPE id: the first and last Position value it holds (-1: none), to keep positions in order
+        self.first_position = np.full(len(self.bpe_to_base), -1, dtype=np.int64)
+        self.last_position = np.full(len(self.bpe_to_base), -1, dtype=np.int64)
+        for i, base in enumerate(self.bpe_to_base):
+            pos = [int(self.base_value[b]) for b in base.tolist() if self.base_type[b] == "Position"]
+            if pos:
+                self.first_position[i], self.last_position[i] = pos[0], pos[-1]
+        self.positions_per_beat = max(tokenizer.config.beat_res.values())
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TokenCodec:
+        """The codec of a saved tokenizer (``tokenizer.json``)."""
+        return cls(load_tokenizer(path))
+
+    def decode(self, ids: Any) -> Any:
+        """BPE ids (special tokens are skipped) -> a symusic Score."""
+        return self.tok.decode(music_ids(ids))
+
+    def bar_token_starts(self, ids: np.ndarray) -> np.ndarray:
+        """Index of the token that opens each bar."""
+        return np.flatnonzero(self.starts_bar[ids])
 
     def to_base(self, ids: np.ndarray) -> np.ndarray:
         return np.concatenate([self.bpe_to_base[i] for i in ids]) if len(ids) else np.zeros(0, np.int64)

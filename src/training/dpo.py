@@ -1,4 +1,4 @@
-"""DPO alignment of the planner (Rafailov et al. 2023, "Direct Preference Optimization").
+"""DPO, the stage-4 training task (Rafailov et al. 2023, "Direct Preference Optimization").
 
     loss = -log sigmoid( beta * [ (log pi(y_w|x) - log ref(y_w|x)) - (log pi(y_l|x) - log ref(y_l|x)) ] )
 
@@ -23,8 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from src.data.planner_dataset import BOS, IGNORE
-from src.models.conditions import CONDITION_TENSORS
+from src.models.sampling import Grammar, SamplingConfig, generate
+from src.music.conditions import CONDITION_TENSORS, Conditions, pair_condition_dict
+from src.music.conditions import batch as condition_batch
+from src.music.scoring import score_tokens
+from src.music.tokenizer import BOS, IGNORE, music_ids
 from src.training.loop import LoopConfig
 
 log = logging.getLogger("alignment")
@@ -56,6 +59,7 @@ class OnPolicyConfig:
 
 @dataclass
 class AlignmentConfig:
+    preset: str = "tiny"  # its name fills every {preset} of the config file
     symbolic_ckpt: str = "checkpoints/symbolic/tiny/best.pt"
     data_dir: str = "data/processed/tiny"
     pref_data: str = "data/subsets/tiny/preference_data.json"
@@ -181,25 +185,20 @@ def sample_continuations(
     model, codec, row: dict, store, text_emb: np.ndarray, cfg: OnPolicyConfig, n: int, gen: torch.Generator
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """The piece's first ``prompt_bars`` bars and ``n`` sampled continuations of ``continuation_bars`` bars."""
-    from src.data.planner_dataset import row_conditions
-    from src.data.preferences import bar_token_starts
-    from src.models.conditions import batch as cond_batch
-    from src.models.sampling import Grammar, SamplingConfig, generate
-
     ids = store[store.row_to_item[row["row"]]].astype(np.int64)
-    starts = bar_token_starts(ids, codec)
+    starts = codec.bar_token_starts(ids)
     if len(starts) <= cfg.prompt_bars:
         return ids[:0], []
     prompt = ids[: starts[cfg.prompt_bars]]
-    cond = cond_batch([row_conditions(row, text_emb[row["row"]], 0)] * n, model.cfg)
+    cond = condition_batch([Conditions.from_row(row, text_emb[row["row"]])] * n, model.cfg)
     context = prompt[-(model.cfg.block_size // 2 - 1) :]  # a long prompt keeps its end (room to sample)
     x0 = torch.tensor([[BOS, *context.tolist()]] * n)
     sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p)
     out = generate(model, lambda _, c=cond: c, x0, cfg.max_new_tokens, sampling, gen, Grammar(codec))
     conts = []
     for seq in out[:, x0.shape[1] :].tolist():
-        seq = np.array([t for t in seq if t > 3], dtype=np.int64)
-        bs = bar_token_starts(seq, codec)
+        seq = np.array(music_ids(seq), dtype=np.int64)
+        bs = codec.bar_token_starts(seq)
         if len(bs) > cfg.continuation_bars:  # cut at the bar after the last wanted one
             seq = seq[: bs[cfg.continuation_bars]]
         conts.append(seq)
@@ -212,9 +211,6 @@ def on_policy_pairs(
 ) -> list[dict]:
     """Sample continuations of real openings from the supervised ``model``; pair best vs worst by score."""
     from tqdm import tqdm
-
-    from src.data.preferences import row_condition_dict
-    from src.data.scoring import score_tokens
 
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -237,7 +233,7 @@ def on_policy_pairs(
             {
                 "id": f"{row['id']}#onpolicy",
                 "split": "train",
-                "conditions": row_condition_dict(row, 0),
+                "conditions": pair_condition_dict(row, 0),
                 "prompt": prompt.tolist(),
                 "chosen": conts[best[1]].tolist(),
                 "rejected": conts[worst[1]].tolist(),

@@ -27,6 +27,7 @@ from src.data.pop909_source import POP909Config, main_key, pack_local_copy, pars
 from src.data.prepare import DataConfig, prepare
 from src.utils.io import read_jsonl
 from tests.conftest import SHARED
+from tests.helpers import melody, run05, score_of
 from tests.http_server import FileServer
 
 POP909 = SHARED / "datasets" / "POP909"
@@ -175,16 +176,19 @@ def test_safe_extract_is_all_or_nothing_and_skips_when_done(tmp_path):
 
 # ------------------------------------------------------------------ sources
 @needs_pop909
-def test_pop909_download_and_prepare(served, tmp_path):
+@pytest.mark.parametrize("songs", [40, pytest.param(0, marks=pytest.mark.slow, id="all")])
+def test_pop909_download_and_prepare(served, tmp_path, songs):
+    """The whole archive is served and extracted; ``songs`` of it prepared (0 = all 909: slow, ~40 s)."""
     archive = pack_local_copy(POP909, served.root)
     cfg = DataConfig(preset="pop909", raw_dir=str(tmp_path / "raw"), processed_dir=str(tmp_path / "proc"), workers=2)
     cfg.music21.enabled = False
-    cfg.pop909 = POP909Config(enabled=True)  # all 909 songs
+    cfg.pop909 = POP909Config(enabled=True, max_files=songs)
     cfg.pop909.archive = RemoteFile(url=f"{served.url}/{archive.name}")
     cfg.audio.enabled = cfg.preference.enabled = False
     summary = prepare(cfg)
     rows = read_jsonl(tmp_path / "proc" / "manifest.jsonl")
-    assert len(rows) == summary["pieces"] == 909 and summary["key_annotated"] == 909
+    want = songs or 909
+    assert len(rows) == summary["pieces"] == want and summary["key_annotated"] == want
     assert {r["source"] for r in rows} == {"pop909"} and {r["style"] for r in rows} == {"POP"}
     for r in rows:
         song = r["id"].split("/")[1]
@@ -211,17 +215,8 @@ def test_pop909_key_annotation_parsing(tmp_path):
 def _some_midis(n: int) -> list[bytes]:
     if POP909.is_dir():
         return [(POP909 / f"{i:03d}" / f"{i:03d}.mid").read_bytes() for i in range(1, n + 1)]
-    from symusic import Note, Score, Track
-
-    out = []
-    for i in range(n):
-        s = Score(480)
-        t = Track(program=0)
-        for k in range(32):
-            t.notes.append(Note(k * 240, 200, 60 + (k * (i + 2)) % 12, 80))
-        s.tracks.append(t)
-        out.append(s.dumps_midi())
-    return out
+    pitches = [[60 + (k * (i + 2)) % 12 for k in range(32)] for i in range(n)]
+    return [score_of(melody(p, 240, 200), time_signature=None, velocity=80).dumps_midi() for p in pitches]
 
 
 def test_maestro_official_split(served, tmp_path):
@@ -300,7 +295,6 @@ def test_prompts_csv_errors(tmp_path):
 
 @needs_musiccaps
 def test_generate_from_prompts_csv(tmp_path, micro_checkpoint):
-    from tests.test_generation import run05
 
     out = tmp_path / "out"
     args = ["--symbolic_ckpt", str(micro_checkpoint), "--prompts_csv", str(MUSICCAPS_CSV), "--limit", "2",

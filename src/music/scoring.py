@@ -1,6 +1,6 @@
 """The heuristic music score behind the preference pairs (stage 4).
 
-Every term is in [0, 1] (higher is better) and built from :mod:`src.eval.metrics`:
+Every term is in [0, 1] (higher is better) and built from :mod:`src.music.features`:
 
 | term | measures | 1 when |
 |---|---|---|
@@ -26,24 +26,22 @@ from typing import Any
 
 import numpy as np
 
-from src.eval.metrics import (
-    bar_contents,
-    bar_starts,
+from src.music.features import (
     empty_bar_rate,
-    estimate_key,
     grid_alignment,
     groove_consistency,
     longest_identical_run,
-    onsets_per_second,
     pitch_range,
     polyphony,
     repetition,
-    scale_consistency,
     silence_ratio,
 )
+from src.music.notes import bar_contents, bar_starts, notes_array, onsets_per_second, parse_time_signature
+from src.music.theory import estimate_key, scale_consistency
+from src.music.tokenizer import music_ids
+from src.music.vocab import HIGH_AROUSAL
 
 SCORER_VERSION = 2  # part of the synthetic pairs' cache key: bump when a term changes
-HIGH_AROUSAL = ("HAPPY", "TENSE")
 TERMS = (
     "in_key",
     "on_grid",
@@ -166,9 +164,7 @@ def score_tokens(
     """Decode BPE ids with the tokenizer and score them at the requested tempo and time signature."""
     from miditok import TokSequence
 
-    from src.data.labels import notes_array
-
-    ids = [int(i) for i in ids if int(i) > 3]  # PAD, BOS, EOS, MASK carry no music
+    ids = music_ids(ids)
     try:
         seq = TokSequence(ids=list(ids), are_ids_encoded=True)
         tokenizer.decode_token_ids(seq)
@@ -177,5 +173,5 @@ def score_tokens(
         score = tokenizer.decode(list(ids))
     except Exception:  # an undecodable sequence is the worst case of the "valid" term, not an error
         return score_notes(np.zeros((0, 4), np.int64), 1, qpm, cfg=cfg)
-    num, den = (int(x) for x in (timesig or "4/4").split("/"))
+    num, den = parse_time_signature(timesig or "4/4")
     return score_notes(notes_array(score), score.ticks_per_quarter, qpm, [(0, num, den)], emotion, valid, cfg)

@@ -1,0 +1,84 @@
+"""After sampling: instruments assigned by register (when the model's differ from the named ones),
+exact tempo, metre and section markers, and the facts measured from the result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from symusic import Note, Score, Tempo, TextMeta, TimeSignature, Track
+
+from src.music.form import Section, total_bars
+from src.music.instruments import instrument_name, register_of, track_program
+from src.music.notes import bar_ticks, notes_array, parse_time_signature
+from src.music.theory import estimate_key, key_name
+from src.music.tokenizer import TokenCodec
+from src.music.vocab import DRUMS
+
+
+def assign_instruments(score: Any, named: list[int]) -> tuple[Any, str]:
+    """Make the named instruments the ones that play: by register when the model's differ."""
+    have = {track_program(t) for t in score.tracks if len(t.notes)}
+    if set(named) == have:
+        return score, ""
+    pitched = [p for p in named if p != DRUMS]
+    notes = notes_array(score)
+    notes = notes[notes[:, 3] == 0]
+    if not pitched or not len(notes):
+        return score, "no pitched notes to assign to " + ", ".join(instrument_name(p) for p in named)
+    order = sorted(pitched, key=register_of, reverse=True)  # highest register first
+    # split the notes into len(order) register bands of equal size, highest band first
+    ranked = notes[np.lexsort((notes[:, 0], -notes[:, 2]))]
+    bands = np.array_split(ranked, len(order))
+    out = Score(score.ticks_per_quarter)
+    for prog, band in zip(order, bands):
+        track = Track(name=instrument_name(prog), program=prog, is_drum=False)
+        for start, dur, pitch, _ in band[np.argsort(band[:, 0], kind="stable")]:
+            track.notes.append(Note(int(start), int(dur), int(pitch), 80))
+        out.tracks.append(track)
+    for t in score.tracks:
+        if t.is_drum and DRUMS in named:
+            out.tracks.append(t.copy())
+    missing = [p for p in named if p == DRUMS and DRUMS not in have]
+    msg = "voices assigned by register to " + ", ".join(instrument_name(p) for p in order)
+    if missing:
+        msg += "; the model generated no drums, so the drum kit is silent"
+    return out, msg
+
+
+def finalise(score: Any, tempo: float, time_signature: str, sections: list[Section]) -> Any:
+    """Exact tempo and metre, a marker at every section start and one at the song's end."""
+    score = score.copy()
+    num, den = parse_time_signature(time_signature)
+    score.tempos.clear()
+    score.tempos.append(Tempo(0, float(tempo)))
+    score.time_signatures.clear()
+    score.time_signatures.append(TimeSignature(0, num, den))
+    bar = bar_ticks(score.ticks_per_quarter, time_signature)
+    score.markers.clear()
+    for s in sections:
+        score.markers.append(TextMeta(s.start_bar * bar, s.name))
+    score.markers.append(TextMeta(total_bars(sections) * bar, "end"))
+    return score
+
+
+def measure(score: Any, ids: list[int], codec: TokenCodec, sections: list[Section]) -> dict[str, Any]:
+    """Facts of the result, measured (not echoed from the request)."""
+    notes = notes_array(score)
+    tonic, mode, r = estimate_key(notes)
+    bar_of_token = np.cumsum(codec.starts_bar[np.array(ids)]) - 1
+    bars = int(bar_of_token[-1] + 1)
+    per_section = [{"name": s.name, "start_bar": s.start_bar, "bars": s.bars} for s in sections]
+    end_tick = max((m.time for m in score.markers), default=0)
+    qpm = score.tempos[0].qpm
+    return {
+        "notes": int(len(notes)),
+        "instruments": {instrument_name(track_program(t)): len(t.notes) for t in score.tracks if len(t.notes)},
+        "tempo": round(float(qpm), 3),
+        "time_signature": f"{score.time_signatures[0].numerator}/{score.time_signatures[0].denominator}",
+        "estimated_key": key_name(tonic, mode),
+        "key_confidence": round(r, 3),
+        "bars": bars,
+        "sections": per_section,
+        "duration_s": round(max(end_tick, score.end()) / score.ticks_per_quarter * 60.0 / qpm, 3),
+    }

@@ -1,0 +1,212 @@
+"""The planner's conditions, in one place: what they are, the one way to build them from a manifest
+row, a preference pair or a song request, their tensors, condition dropout (training) and the null
+conditions (classifier-free guidance)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from src.music.form import Section, plan_of, section_labels
+from src.music.theory import PITCH_CLASSES, parse_key
+from src.music.vocab import EMOTIONS, STYLES, TIME_SIGNATURES
+
+# the fields condition dropout drops one by one (in this order: the columns of its mask)
+COND_FIELDS = ("text", "style", "emotion", "tempo", "key", "timesig", "programs", "plan")
+# the tensors to_arrays() makes for one example, as they appear in a training batch
+CONDITION_TENSORS = (
+    "text",
+    "text_mask",
+    "style",
+    "emotion",
+    "tempo",
+    "key",
+    "timesig",
+    "programs",
+    "programs_mask",
+    "plan_label",
+    "plan_index",
+    "plan_mask",
+)
+NULL_KEY = 24  # keys are tonic + 12 * minor: 0..23
+
+
+class ConditionShape(Protocol):
+    """The sizes of the model's condition tables (a PlannerConfig has them)."""
+
+    max_bars: int
+    n_section_labels: int
+    n_programs: int
+    n_tempo_bins: int
+    text_dim: int
+
+
+def key_id(tonic: int, mode: str) -> int:
+    return tonic % 12 + (12 if mode == "minor" else 0)
+
+
+def tempo_bin(qpm: float, n_bins: int) -> int:
+    """Log-spaced tempo bins over 30..300 BPM."""
+    x = (math.log(min(max(qpm, 30.0), 300.0)) - math.log(30.0)) / (math.log(300.0) - math.log(30.0))
+    return min(n_bins - 1, int(x * n_bins))
+
+
+@dataclass
+class Conditions:
+    """One song's conditions; None = unknown (the model's null embedding is used)."""
+
+    text: np.ndarray | None = None  # (384,) prompt embedding
+    style: str | None = None
+    emotion: str | None = None
+    tempo: float | None = None
+    key: int | None = None  # tonic pitch class + 12 * (mode == minor)
+    timesig: str | None = None
+    programs: list[int] | None = None
+    plan_label: list[int] = field(default_factory=list)  # per bar, from the window's first bar
+    plan_index: list[int] = field(default_factory=list)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any], text: np.ndarray | None, bar0: int = 0, shift: int = 0) -> Conditions:
+        """A manifest row's labels, its plan from bar ``bar0`` on; ``shift`` = the tokens' transposition."""
+        return cls(
+            text=text,
+            style=row["style"],
+            emotion=row["emotion"],
+            tempo=row["tempo"],
+            key=key_id(row["key_tonic"] + shift, row["mode"]),
+            timesig=row["time_signature"],
+            programs=row["programs"],
+            plan_label=section_labels(row["sections"])[bar0:],
+            plan_index=row["section_index"][bar0:],
+        )
+
+    @classmethod
+    def from_pair(cls, c: dict[str, Any], text: np.ndarray | None) -> Conditions:
+        """A preference pair's condition dict (strings as in the manifest; see :func:`pair_condition_dict`)."""
+        sections = section_labels(c.get("sections", ""))
+        return cls(
+            text=text,
+            style=c.get("style"),
+            emotion=c.get("emotion"),
+            tempo=c.get("tempo"),
+            key=key_id(*parse_key(c["key"])) if c.get("key") else None,
+            timesig=c.get("time_signature"),
+            programs=c.get("programs"),
+            plan_label=sections,
+            plan_index=c.get("section_index") or list(range(len(sections))),
+        )
+
+    @classmethod
+    def for_song(
+        cls,
+        text: np.ndarray | None,
+        style: str | None,
+        emotion: str,
+        tempo: float,
+        key: tuple[int, str] | None,
+        time_signature: str,
+        programs: list[int],
+        sections: list[Section],
+    ) -> Conditions:
+        """A song request: its controls and the plan of its form."""
+        labels, index = plan_of(sections)
+        return cls(
+            text=text,
+            style=style,
+            emotion=emotion,
+            tempo=tempo,
+            key=key_id(*key) if key is not None else None,
+            timesig=time_signature,
+            programs=programs,
+            plan_label=labels,
+            plan_index=index,
+        )
+
+
+def pair_condition_dict(row: dict[str, Any], bar0: int) -> dict[str, Any]:
+    """A manifest row's labels as a preference pair's condition dict, its plan from bar ``bar0`` on."""
+    return {
+        "text": row["caption"],
+        "style": row["style"],
+        "emotion": row["emotion"],
+        "tempo": row["tempo"],
+        "key": f"{PITCH_CLASSES[row['key_tonic']]} {row['mode']}",
+        "time_signature": row["time_signature"],
+        "programs": row["programs"],
+        "sections": row["sections"][bar0:],
+        "section_index": row["section_index"][bar0:],
+    }
+
+
+def to_arrays(c: Conditions, cfg: ConditionShape) -> dict[str, np.ndarray]:
+    """Fixed-shape numpy arrays for one example (collated into (B, ...) tensors)."""
+    P, null_label = cfg.max_bars, cfg.n_section_labels
+    n = min(P, len(c.plan_label))
+    label = np.full(P, null_label, np.int64)
+    index = np.zeros(P, np.int64)
+    label[:n] = np.minimum(c.plan_label[:n], null_label - 1)
+    index[:n] = c.plan_index[:n]
+    progs = np.zeros(cfg.n_programs, np.float32)
+    if c.programs:
+        progs[[p for p in c.programs if 0 <= p < cfg.n_programs]] = 1.0
+    return {
+        "text": c.text.astype(np.float32) if c.text is not None else np.zeros(cfg.text_dim, np.float32),
+        "text_mask": np.array(c.text is not None),
+        "style": np.array(STYLES.index(c.style) if c.style in STYLES else len(STYLES)),
+        "emotion": np.array(EMOTIONS.index(c.emotion) if c.emotion in EMOTIONS else len(EMOTIONS)),
+        "tempo": np.array(tempo_bin(c.tempo, cfg.n_tempo_bins) if c.tempo else cfg.n_tempo_bins),
+        "key": np.array(c.key if c.key is not None else NULL_KEY),
+        "timesig": np.array(TIME_SIGNATURES.index(c.timesig) if c.timesig in TIME_SIGNATURES else len(TIME_SIGNATURES)),
+        "programs": progs,
+        "programs_mask": np.array(bool(c.programs)),
+        "plan_label": label,
+        "plan_index": index,
+        "plan_mask": np.arange(P) < max(n, 1),
+    }
+
+
+def batch(conds: list[Conditions], cfg: ConditionShape, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    arrays = [to_arrays(c, cfg) for c in conds]
+    return {k: torch.as_tensor(np.stack([a[k] for a in arrays])).to(device) for k in arrays[0]}
+
+
+def drop_fields(cond: dict[str, torch.Tensor], drop: torch.Tensor, cfg: ConditionShape) -> dict[str, torch.Tensor]:
+    """Replace fields by their null value where ``drop`` (B, n_fields) is True (COND_FIELDS order)."""
+    out = dict(cond)
+    d = dict(zip(COND_FIELDS, drop.unbind(1)))
+    out["text_mask"] = cond["text_mask"] & ~d["text"]
+    out["programs_mask"] = cond["programs_mask"] & ~d["programs"]
+    for name, null in (
+        ("style", len(STYLES)),
+        ("emotion", len(EMOTIONS)),
+        ("tempo", cfg.n_tempo_bins),
+        ("key", NULL_KEY),
+        ("timesig", len(TIME_SIGNATURES)),
+    ):
+        out[name] = torch.where(d[name], torch.full_like(cond[name], null), cond[name])
+    out["plan_label"] = torch.where(
+        d["plan"][:, None], torch.full_like(cond["plan_label"], cfg.n_section_labels), cond["plan_label"]
+    )
+    return out
+
+
+def random_drop(
+    cond: dict[str, torch.Tensor], probs: dict[str, float], cfg: ConditionShape, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """Condition dropout: each field of each example independently, with its probability."""
+    B = cond["style"].shape[0]
+    p = torch.tensor([probs.get(f, 0.0) for f in COND_FIELDS])
+    drop = torch.rand(B, len(COND_FIELDS), generator=generator) < p
+    return drop_fields(cond, drop.to(cond["style"].device), cfg)
+
+
+def null_conditions(cond: dict[str, torch.Tensor], cfg: ConditionShape) -> dict[str, torch.Tensor]:
+    """Every field dropped except the plan (the song's form): the CFG "unconditional" branch."""
+    B = cond["style"].shape[0]
+    drop = torch.ones(B, len(COND_FIELDS), dtype=torch.bool, device=cond["style"].device)
+    drop[:, COND_FIELDS.index("plan")] = False
+    return drop_fields(cond, drop, cfg)

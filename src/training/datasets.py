@@ -1,0 +1,187 @@
+"""The torch Datasets the trainers read: pieces of a split (:class:`TokenDataset`), the planner's
+bar-aligned windows (:class:`PlannerDataset`), preference pairs (:class:`PreferenceDataset`) and the
+renderer's aligned audio segments (:class:`AudioPairDataset`).
+
+A planner window of ``block_size`` + 1 tokens of ``[BOS] + piece + [EOS]`` starts at a bar (or at
+BOS); its plan is the piece's repetition sections from the window's first bar on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from src.data.audio_pairs import load_pairs_index
+from src.data.preferences import Pair
+from src.data.token_store import TokenStore
+from src.models.symbolic_planner import PlannerConfig
+from src.music.conditions import Conditions, to_arrays
+from src.music.tokenizer import BOS, EOS, IGNORE, PAD, TokenCodec
+from src.utils.io import read_jsonl
+
+
+class TokenDataset(Dataset):
+    """Pieces of one split: BPE ids (optionally transposed) with their condition fields."""
+
+    def __init__(
+        self,
+        processed_dir: str | Path,
+        split: str,
+        transpose: int = 0,
+        seed: int = 0,
+        codec: Any = None,
+    ):
+        self.store = TokenStore(processed_dir)
+        rows = read_jsonl(Path(processed_dir) / "manifest.jsonl")
+        self.rows = [r for r in rows if r["split"] == split and r["row"] in self.store.row_to_item]
+        self.transpose, self.seed, self.epoch = transpose, seed, 0
+        if transpose and codec is None:
+            raise ValueError("transposition needs a TokenCodec")
+        self.codec = codec
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def ids(self, i: int) -> np.ndarray:
+        return self.ids_and_shift(i)[0]
+
+    def ids_and_shift(self, i: int) -> tuple[np.ndarray, int]:
+        """The piece's BPE ids, transposed by a random shift (seeded by seed, epoch, i)."""
+        row = self.rows[i]
+        ids = np.asarray(self.store[self.store.row_to_item[row["row"]]], dtype=np.int64)
+        if self.transpose:
+            rng = np.random.default_rng((self.seed, self.epoch, i))
+            for shift in rng.permutation(np.arange(-self.transpose, self.transpose + 1)):
+                shifted = self.codec.transpose(ids, int(shift))
+                if shifted is not None:  # a shift that pushes a note out of range is skipped
+                    return shifted, int(shift)
+        return ids, 0
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"ids": torch.from_numpy(self.ids(i)), "row": self.rows[i]}
+
+
+class PlannerDataset(Dataset):
+    """Random windows (training) or a fixed list of windows (evaluation)."""
+
+    def __init__(
+        self,
+        processed_dir: str | Path,
+        split: str,
+        cfg: PlannerConfig,
+        codec: TokenCodec,
+        text_emb: np.ndarray,
+        transpose: int = 0,
+        seed: int = 0,
+        eval_windows: int = 0,
+    ):
+        self.pieces = TokenDataset(processed_dir, split, transpose, seed, codec)
+        self.cfg, self.codec, self.text_emb, self.seed = cfg, codec, text_emb, seed
+        self.epoch = 0
+        self.windows: list[tuple[int, int]] | None = None
+        if eval_windows:  # deterministic: up to eval_windows non-overlapping windows per piece
+            self.windows = []
+            for i in range(len(self.pieces)):
+                n = len(self.pieces.ids(i)) + 2
+                starts = range(0, max(1, n - 1), cfg.block_size)
+                self.windows += [(i, s) for s in list(starts)[:eval_windows]]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.pieces.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.windows) if self.windows is not None else len(self.pieces)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        T = self.cfg.block_size
+        if self.windows is not None:
+            piece, start = self.windows[i]
+            ids, shift = self.pieces.ids(piece), 0
+        else:
+            piece = i
+            ids, shift = self.pieces.ids_and_shift(piece)
+        seq = np.concatenate([[BOS], ids, [EOS]])
+        bar_start = self.codec.starts_bar[seq]
+        if self.windows is None:
+            rng = np.random.default_rng((self.seed, self.epoch, i, 7))
+            choices = [0] + [p for p in np.flatnonzero(bar_start) if p + T + 1 <= len(seq)]
+            start = int(rng.choice(choices))
+        chunk = seq[start : start + T + 1]
+        x = np.full(T, PAD, np.int64)
+        y = np.full(T, IGNORE, np.int64)
+        x[: len(chunk) - 1] = chunk[:-1]
+        y[: len(chunk) - 1] = chunk[1:]
+        bar0 = int(bar_start[:start].sum())
+        row = self.pieces.rows[piece]
+        cond = Conditions.from_row(row, self.text_emb[row["row"]], bar0, shift)
+        return {"x": x, "y": y, **to_arrays(cond, self.cfg)}
+
+
+class PreferenceDataset(Dataset):
+    """Pairs as model inputs: [BOS] + prompt + continuation, targets only on the continuation."""
+
+    def __init__(self, pairs: list[Pair], model_cfg: Any, text_emb: dict[str, np.ndarray]):
+        self.pairs, self.cfg, self.text_emb = pairs, model_cfg, text_emb
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def encode(self, prompt: list[int], cont: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        T = self.cfg.block_size
+        prompt = prompt[max(0, len(prompt) + len(cont) + 1 - T) :] if len(cont) < T else []
+        seq = np.array([BOS, *prompt, *cont][: T + 1], dtype=np.int64)
+        x = np.full(T, PAD, np.int64)
+        y = np.full(T, IGNORE, np.int64)
+        x[: len(seq) - 1] = seq[:-1]
+        n_prompt = 1 + len(prompt)  # targets from position n_prompt - 1 on are continuation tokens
+        y[n_prompt - 1 : len(seq) - 1] = seq[n_prompt:]
+        return x, y
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        p = self.pairs[i]
+        xc, yc = self.encode(p.prompt, p.chosen)
+        xr, yr = self.encode(p.prompt, p.rejected)
+        text = self.text_emb.get(p.conditions.get("text", ""))
+        cond = to_arrays(Conditions.from_pair(p.conditions, text), self.cfg)
+        return {"x_chosen": xc, "y_chosen": yc, "x_rejected": xr, "y_rejected": yr, **cond}
+
+
+class AudioPairDataset(Dataset):
+    """Segments of one split: normalised mel [1, M, F], roll [2, 128, F] in [0, 1], tokens [L] and their mask."""
+
+    def __init__(self, processed_dir: str | Path, split: str, limit: int = 0):
+        self.dir = Path(processed_dir) / "audio_pairs"
+        self.index = load_pairs_index(processed_dir)
+        self.mean, self.std = self.index["mel_mean"], self.index["mel_std"]
+        self.items = [(p["file"], k) for p in self.index["pieces"].get(split, []) for k in range(p["segments"])]
+        if limit:
+            self.items = self.items[:limit]
+        self._cache: tuple[str, dict[str, np.ndarray]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _piece(self, file: str) -> dict[str, np.ndarray]:
+        if self._cache is None or self._cache[0] != file:
+            with np.load(self.dir / file) as z:
+                self._cache = (file, {k: z[k] for k in z.files})
+        return self._cache[1]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        file, k = self.items[i]
+        z = self._piece(file)
+        tokens = torch.from_numpy(z["tokens"][k].astype(np.int64))
+        return {
+            "mel": torch.from_numpy((z["mel"][k].astype(np.float32) - self.mean) / self.std)[None],
+            "roll": torch.from_numpy(z["roll"][k].astype(np.float32) / 127.0),
+            "tokens": tokens,
+            "tokens_mask": torch.arange(len(tokens)) < int(z["n_tokens"][k]),
+        }

@@ -1,0 +1,347 @@
+"""src.models: the planner (shapes, causality, sizes, save/load, sampling) and the renderer
+(diffusion maths, U-Net, vocoder)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from src.data.mel import MelConfig, log_mel
+from src.models.audio_renderer import AudioRenderer, RendererConfig
+from src.models.builders import load_planner
+from src.models.diffusion import (
+    DiffusionConfig,
+    alphas_cumprod,
+    ddim_sample,
+    ddim_timesteps,
+    q_sample,
+    split_prediction,
+    training_target,
+)
+from src.models.sampling import PlannerStepper, SamplingConfig, filter_logits
+from src.models.symbolic_planner import PlannerConfig, SymbolicPlanner
+from src.models.vocoder import mel_to_audio
+from src.music.conditions import Conditions, batch, null_conditions
+from src.training.symbolic import SymbolicConfig
+from src.utils.checkpoint import load_checkpoint, save_checkpoint
+from src.utils.config import load_config
+from tests.conftest import ROOT
+
+
+def tiny_model(seed: int = 0, **kw) -> SymbolicPlanner:
+    torch.manual_seed(seed)
+    cfg = PlannerConfig(
+        vocab_size=64,
+        d_model=32,
+        n_heads=2,
+        n_enc_layers=1,
+        n_dec_layers=2,
+        dropout=0.0,
+        block_size=24,
+        max_bars=8,
+        n_text_memory=2,
+        bar_token_ids=[4, 5],
+        **kw,
+    )
+    return SymbolicPlanner(cfg).eval()
+
+
+def some_cond(cfg: PlannerConfig, n: int = 2) -> dict[str, torch.Tensor]:
+    rng = np.random.default_rng(0)
+    conds = [
+        Conditions(
+            text=rng.normal(size=384).astype(np.float32),
+            style="FOLK",
+            emotion="SAD",
+            tempo=90.0 + i,
+            key=3,
+            timesig="3/4",
+            programs=[0, 40],
+            plan_label=[0, 0, 1, 1, 0],
+            plan_index=[0, 1, 0, 1, 0],
+        )
+        for i in range(n)
+    ]
+    return batch(conds, cfg)
+
+
+def test_planner_shapes():
+    m = tiny_model()
+    idx = torch.randint(4, 64, (2, 24))
+    assert m(idx, some_cond(m.cfg)).shape == (2, 24, 64)
+    memory, mask = m.encode(some_cond(m.cfg))
+    assert memory.shape == (2, m.n_fixed + m.cfg.max_bars, 32) and mask.shape == (2, 1, 1, m.n_fixed + 8)
+
+
+def test_causal_through_gradients():
+    """No position's logits depend on a later token, directly or through the encoder."""
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, e):
+            super().__init__()
+            self.e = e
+
+        def forward(self, idx):
+            return self.e
+
+    m = tiny_model()
+    idx = torch.randint(4, 64, (1, 24))
+    emb = m.tok(idx).detach().requires_grad_(True)
+    m.tok = Fixed(emb)
+    t = 10
+    m(idx, some_cond(m.cfg, 1))[0, t].sum().backward()
+    assert emb.grad[0, t + 1 :].abs().sum() == 0
+    assert emb.grad[0, : t + 1].abs().sum(-1).gt(0).all()
+
+
+def test_late_tokens_do_not_move_early_logits():
+    m = tiny_model()
+    idx = torch.randint(6, 64, (1, 24))
+    other = idx.clone()
+    other[0, 12:] = 4  # later tokens changed, including new bar starts
+    a, b = m(idx, some_cond(m.cfg, 1)), m(other, some_cond(m.cfg, 1))
+    assert torch.equal(a[0, :12], b[0, :12]) and not torch.equal(a[0, 12:], b[0, 12:])
+
+
+def test_conditions_change_logits():
+    m = tiny_model()
+    idx = torch.randint(4, 64, (2, 24))
+    cond = some_cond(m.cfg)
+    assert not torch.allclose(m(idx, cond), m(idx, null_conditions(cond, m.cfg)))
+
+
+@pytest.mark.parametrize("preset,target,vocab", [("small", 15e6, 512), ("full", 80e6, 2048)])
+def test_planner_parameter_counts(preset, target, vocab):
+    cfg = load_config(SymbolicConfig, ROOT / f"config/symbolic_{preset}.yaml")
+    model = SymbolicPlanner(dataclasses.replace(cfg.model, vocab_size=vocab, bar_token_ids=[4]))
+    assert abs(model.num_params() - target) / target <= 0.10, model.num_params()
+
+
+def test_tiny_preset_is_a_few_million():
+    cfg = load_config(SymbolicConfig, ROOT / "config/symbolic_tiny.yaml")
+    n = SymbolicPlanner(dataclasses.replace(cfg.model, vocab_size=512, bar_token_ids=[4])).num_params()
+    assert 2e6 <= n <= 6e6
+
+
+def test_cached_equals_uncached_decoding():
+    m = tiny_model()
+    cond = some_cond(m.cfg, 1)
+    seq = torch.randint(4, 64, (1, 40))  # longer than block_size: the window slides
+    for guidance in (1.0, 2.0):
+        steppers = [
+            PlannerStepper(m, lambda b0: cond, SamplingConfig(use_cache=c, guidance=guidance)) for c in (True, False)
+        ]
+        outs = [[s.start(seq[:, :1])] for s in steppers]
+        for t in range(1, seq.shape[1]):
+            for s, o in zip(steppers, outs):
+                o.append(s.step(seq[:, t]))
+        for a, b in zip(*outs):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_full_forward_matches_stepper():
+    m = tiny_model()
+    cond = some_cond(m.cfg, 1)
+    seq = torch.randint(4, 64, (1, 20))
+    full = m(seq, cond)
+    s = PlannerStepper(m, lambda b0: cond, SamplingConfig())
+    got = [s.start(seq[:, :1])] + [s.step(seq[:, t]) for t in range(1, 20)]
+    torch.testing.assert_close(torch.stack(got, 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_filter_logits():
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0]])
+    assert torch.isinf(filter_logits(logits, SamplingConfig(top_k=2), None)[0, 2:]).all()
+    kept = ~torch.isinf(filter_logits(logits, SamplingConfig(top_p=0.7), None))
+    assert kept.tolist() == [[True, True, False, False]]  # p(0)=0.64 < 0.7, so token 1 is kept too
+    allowed = torch.tensor([[False, True, True, True]])
+    assert torch.isinf(filter_logits(logits, SamplingConfig(), allowed)[0, 0])
+    with pytest.raises(ValueError, match="temperature"):
+        SamplingConfig(temperature=0)
+
+
+def test_save_load_identical_logits(tmp_path):
+    m = tiny_model(seed=3)
+    save_checkpoint(
+        tmp_path / "m.pt", {"model": m.state_dict(), "model_config": dataclasses.asdict(m.cfg), "tokenizer_hash": "abc"}
+    )
+    loaded, _ = load_planner(tmp_path / "m.pt")
+    idx = torch.randint(4, 64, (2, 24))
+    assert torch.equal(m(idx, some_cond(m.cfg)), loaded(idx, some_cond(m.cfg)))
+    with pytest.raises(ValueError, match="made with tokenizer abc"):
+        load_checkpoint(tmp_path / "m.pt", expect_tokenizer_hash="other")
+    with pytest.raises(FileNotFoundError, match="02_train_symbolic.py"):
+        load_planner(tmp_path / "missing.pt")
+
+
+def tiny_renderer(seed: int = 0, **kw) -> AudioRenderer:
+    torch.manual_seed(seed)
+    cfg = RendererConfig(
+        vocab_size=40,
+        max_tokens=12,
+        n_mels=16,
+        frames=32,
+        d_token=16,
+        token_layers=1,
+        token_heads=2,
+        channels=[8, 16],
+        attn_levels=[0, 1],
+        heads=2,
+        roll_channels=2,
+        **kw,
+    )
+    model = AudioRenderer(cfg).eval()
+    for p in model.parameters():  # zero-initialised output layers would hide every dependency
+        torch.nn.init.normal_(p, std=0.2) if p.dim() > 1 else None
+    return model
+
+
+def inputs(B: int = 2, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, 1, 16, 32, generator=g)
+    t = torch.randint(0, 1000, (B,), generator=g)
+    tokens = torch.randint(3, 40, (B, 12), generator=g)
+    mask = torch.ones(B, 12, dtype=torch.bool)
+    mask[B - 1, 8:] = False
+    roll = (torch.rand(B, 2, 128, 32, generator=g) > 0.97).float()
+    return x, t, tokens, mask, roll
+
+
+def test_schedule_reference_values():
+    lin = alphas_cumprod(DiffusionConfig(schedule="linear"))
+    assert lin[0].item() == pytest.approx(0.9999, abs=1e-12)
+    assert lin[499].item() == pytest.approx(0.0785872429, rel=1e-8)
+    assert lin[999].item() == pytest.approx(4.0358298e-05, rel=1e-6)  # as diffusers' DDPMScheduler
+    cos = alphas_cumprod(DiffusionConfig(schedule="cosine"))
+    f = lambda t: math.cos((t / 1000 + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+    assert cos[0].item() == pytest.approx(f(1) / f(0), rel=1e-10)
+    assert cos[499].item() == pytest.approx(0.4938435904, rel=1e-8)
+    assert (cos[1:] < cos[:-1]).all()
+    assert ddim_timesteps(1000, 5) == [999, 749, 500, 250, 0]
+    with pytest.raises(ValueError):
+        ddim_timesteps(1000, 0)
+
+
+@pytest.mark.parametrize("prediction", ["v", "eps"])
+def test_target_and_prediction_invert_each_other(prediction):
+    abar = alphas_cumprod(DiffusionConfig())
+    g = torch.Generator().manual_seed(1)
+    x0, noise = torch.randn(3, 1, 4, 4, generator=g), torch.randn(3, 1, 4, 4, generator=g)
+    t = torch.tensor([10, 500, 990])
+    x_t = q_sample(x0, t, noise, abar)
+    target = training_target(x0, noise, t, abar, prediction)
+    for i in range(3):
+        x0_hat, eps_hat = split_prediction(target[i], x_t[i], float(abar[t[i]]), prediction)
+        assert torch.allclose(x0_hat, x0[i], atol=1e-4) and torch.allclose(eps_hat, noise[i], atol=1e-4)
+
+
+@pytest.mark.parametrize("prediction", ["v", "eps"])
+def test_ddim_recovers_a_point_mass_with_the_exact_denoiser(prediction):
+    """For data that is always c, the ideal denoiser is known in closed form; DDIM (eta=0) must return c."""
+    abar = alphas_cumprod(DiffusionConfig())
+    c = torch.full((1, 1, 2, 3), 0.7)
+
+    def exact(x, t):
+        a = abar[t[0]].item()
+        eps = (x - math.sqrt(a) * c) / math.sqrt(1 - a)
+        return eps if prediction == "eps" else math.sqrt(a) * eps - math.sqrt(1 - a) * c
+
+    out = ddim_sample(
+        exact, (1, 1, 2, 3), abar, steps=10, generator=torch.Generator().manual_seed(0), prediction=prediction
+    )
+    assert torch.allclose(out, c, atol=1e-4)
+
+
+def test_ddim_is_a_pure_function_of_its_generator():
+    model = tiny_renderer()
+    _, _, tokens, mask, roll = inputs(1)
+    cond = model.condition(tokens, mask, roll)
+    abar = alphas_cumprod(model.cfg.diffusion)
+
+    def den(x, t):
+        return model.denoise(x, t, cond)
+
+    def run(seed: int, eta: float) -> torch.Tensor:
+        return ddim_sample(den, (1, 1, 16, 32), abar, 4, eta, torch.Generator().manual_seed(seed))
+
+    torch.manual_seed(123)  # the global RNG must not matter
+    a = run(0, 0.0)
+    torch.manual_seed(999)
+    assert torch.equal(a, run(0, 0.0))
+    assert not torch.allclose(a, run(1, 0.0))
+    assert torch.equal(run(0, 1.0), run(0, 1.0)) and not torch.allclose(run(0, 1.0), a)
+
+
+def test_renderer_shapes_and_condition_dependence():
+    model = tiny_renderer()
+    x, t, tokens, mask, roll = inputs()
+    with torch.no_grad():
+        out = model(x, t, tokens, mask, roll)
+        assert out.shape == x.shape
+        dropped = model(x, t, tokens, mask, roll, drop=torch.tensor([True, False]))
+    assert not torch.allclose(out[0], dropped[0]) and torch.allclose(out[1], dropped[1], atol=1e-5)
+
+
+def test_token_order_changes_the_output():
+    model = tiny_renderer()
+    x, t, tokens, mask, roll = inputs()
+    perm = torch.randperm(8, generator=torch.Generator().manual_seed(0))
+    shuffled = tokens.clone()
+    shuffled[:, :8] = tokens[:, perm]
+    with torch.no_grad():
+        a, b = model(x, t, tokens, mask, roll), model(x, t, shuffled, mask, roll)
+    assert (a - b).abs().max() > 1e-3
+
+
+def test_padding_tokens_are_ignored():
+    model = tiny_renderer()
+    x, t, tokens, mask, roll = inputs()
+    other = tokens.clone()
+    other[1, 8:] = 5  # row 1 is padded from position 8 on
+    with torch.no_grad():
+        assert torch.allclose(model(x, t, tokens, mask, roll), model(x, t, other, mask, roll), atol=1e-5)
+
+
+def test_piano_roll_timing_reaches_the_output_at_its_frames():
+    """A note added to the roll changes the output most around its own frames (timing is local)."""
+    model = tiny_renderer()
+    x, t, tokens, mask, roll = inputs(1)
+    roll = torch.zeros_like(roll)
+    roll2 = roll.clone()
+    roll2[0, :, 60, 4:6] = 1.0
+    with torch.no_grad():
+        diff = (model(x, t, tokens, mask, roll) - model(x, t, tokens, mask, roll2)).abs()[0, 0].sum(0)
+    assert diff[:10].sum() > 3 * diff[22:].sum()
+
+
+@pytest.mark.parametrize("preset,target", [("tiny", 3.45e6), ("small", 25e6), ("full", 92e6)])
+def test_renderer_parameter_counts(preset, target):
+    from src.training.renderer import RendererTrainingConfig
+
+    cfg = load_config(RendererTrainingConfig, ROOT / f"config/renderer_{preset}.yaml").model
+    n_mels = 64 if preset == "tiny" else 128
+    mcfg = RendererConfig(**{**cfg.__dict__, "vocab_size": 512, "max_tokens": 384, "n_mels": n_mels, "frames": 256})
+    assert abs(AudioRenderer(mcfg).num_params() - target) / target < 0.1
+
+
+def test_griffin_lim_inverts_a_magnitude_mel():
+    cfg = MelConfig()
+    sr = cfg.sample_rate
+    t = np.arange(sr) / sr
+    audio = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    mel = log_mel(audio, cfg)
+    back = mel_to_audio(mel, cfg, n_iter=32, generator=torch.Generator().manual_seed(0))
+    assert abs(len(back) - len(audio)) <= cfg.hop_length
+    spectrum = np.abs(np.fft.rfft(back))
+    freqs = np.arange(len(spectrum)) * sr / len(back)
+    assert abs(freqs[np.argmax(spectrum)] - 440) < 15  # within a 64-bin mel band there
+    assert (spectrum[np.abs(freqs - 440) < 60] ** 2).sum() > 0.8 * (spectrum**2).sum()
+    mel_back = log_mel(back, cfg)
+    n = min(mel.shape[1], mel_back.shape[1])
+    peak = mel.max()  # compare the loud bins only (levels are peak-normalised)
+    loud = mel[:, :n] > peak - 4
+    assert (mel_back[:, :n][loud] - (mel[:, :n][loud] - peak + mel_back.max())).abs().mean() < 1.0

@@ -1,0 +1,247 @@
+"""src.training: the datasets, the shared loop (exact resume, DDP) for the planner and the renderer, and DPO."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from src.models.builders import load_codec, load_planner, resolve_planner_config
+from src.models.sampling import Grammar, SamplingConfig, generate
+from src.models.symbolic_planner import SymbolicPlanner
+from src.models.text_encoder import caption_embeddings
+from src.music.conditions import Conditions, batch
+from src.music.tokenizer import BOS, IGNORE, TokenCodec, load_tokenizer, note_multiset
+from src.training.datasets import AudioPairDataset, PlannerDataset, TokenDataset
+from src.training.dpo import dpo_loss, reference_copy, sequence_logps
+from src.training.symbolic import SymbolicConfig, train
+from src.utils.config import save_config
+from tests.conftest import ROOT, micro_planner_config, micro_renderer_config
+
+
+def test_dataset_transposition(micro_data):
+    cfg, _ = micro_data
+    tok = load_tokenizer(Path(cfg.processed_dir) / "tokenizer.json")
+    codec = TokenCodec(tok)
+    plain = TokenDataset(cfg.processed_dir, "train")
+    aug = TokenDataset(cfg.processed_dir, "train", transpose=3, seed=1, codec=codec)
+    ids = plain.ids(0)
+    assert np.array_equal(codec.encode_base(codec.to_base(ids)), ids)  # BPE codec is exact
+    up = codec.transpose(ids, 2)
+    a = note_multiset(tok.decode(ids.tolist()))
+    b = note_multiset(tok.decode(up.tolist()))
+    assert Counter({(p, n + 2, s, d): c for (p, n, s, d), c in a.items()}) == b
+    assert np.array_equal(aug.ids(0), TokenDataset(cfg.processed_dir, "train", 3, 1, codec).ids(0))
+    assert plain[0]["row"]["split"] == "train"
+
+
+def test_prepare_writes_pairs_and_dataset_reads_them(micro_data):
+    dcfg, summary = micro_data
+    ds = AudioPairDataset(dcfg.processed_dir, "train")
+    assert summary["audio_segments"]["train"] == len(ds) > 0
+    item = ds[0]
+    assert item["mel"].shape == (1, 32, 64) and item["roll"].shape == (2, 128, 64)
+    assert item["tokens"][0] == 1 and item["tokens_mask"].sum() >= 1
+    assert abs(float(item["mel"].mean())) < 3
+    index = json.loads((Path(dcfg.processed_dir) / "audio_pairs" / "index.json").read_text())
+    assert index["mel"]["n_mels"] == 32 and index["segment_frames"] == 64
+
+
+def test_renderer_training_steps_resume_and_checkpoint(micro_data, tmp_path):
+    from src.models.builders import load_renderer
+    from src.training.renderer import train
+
+    dcfg, _ = micro_data
+    cfg = micro_renderer_config(dcfg.processed_dir, tmp_path, max_steps=2)
+    r1 = train(cfg, stop_after=1)
+    assert r1["step"] == 1
+    r2 = train(cfg)
+    assert r2["step"] == 2 and math.isfinite(r2["val_loss"])
+    straight = micro_renderer_config(dcfg.processed_dir, tmp_path / "straight", max_steps=2)
+    r3 = train(straight)
+    assert r3["val_loss"] == pytest.approx(r2["val_loss"], rel=1e-5)  # resume is exact
+    model, state = load_renderer(Path(cfg.out_dir) / "best.pt")
+    assert state["kind"] == "audio_renderer" and "ema" in state and state["mel"]["n_mels"] == 32
+    assert model.cfg.n_mels == 32 and not model.training
+    assert list(Path(cfg.run_dir).rglob("events.out.tfevents*"))
+
+
+def test_planner_training_steps_resume_and_sample(micro_data, tmp_path):
+    dcfg, _ = micro_data
+    a = train(micro_planner_config(dcfg.processed_dir, tmp_path / "a", max_steps=4, eval_every=2))
+    assert np.isfinite(a["val_loss"]) and (tmp_path / "a/ckpt/best.pt").is_file()
+    # interrupted after 1 step (with a checkpoint), resumed for 3 more: identical to 4 straight steps
+    train(micro_planner_config(dcfg.processed_dir, tmp_path / "b", max_steps=4, eval_every=2), stop_after=1)
+    b = train(micro_planner_config(dcfg.processed_dir, tmp_path / "b", max_steps=4, eval_every=2))
+    for (n, p), q in zip(a["model"].state_dict().items(), b["model"].state_dict().values()):
+        assert torch.equal(p, q), n
+    # the checkpoint alone rebuilds the model; sampling is grammatical and seeded
+    model, state = load_planner(tmp_path / "a/ckpt/last.pt", dcfg.processed_dir)
+    codec = load_codec(dcfg.processed_dir)
+    ds = PlannerDataset(
+        dcfg.processed_dir, "validation", model.cfg, codec, caption_embeddings(dcfg.processed_dir), eval_windows=1
+    )
+    cond = {k: torch.as_tensor(np.asarray(v))[None] for k, v in ds[0].items() if k not in ("x", "y")}
+    grammar = Grammar(codec)
+    outs = [
+        generate(
+            model,
+            lambda b0: cond,
+            torch.tensor([[BOS]]),
+            60,
+            SamplingConfig(guidance=1.5),
+            torch.Generator().manual_seed(5),
+            grammar,
+        )
+        for _ in range(2)
+    ]
+    assert torch.equal(outs[0], outs[1])
+    ids = outs[0][0].tolist()
+    assert all(grammar.table[a, b] for a, b in zip(ids, ids[1:]) if b != 0)
+    score = codec.decode(ids)
+    assert score.note_num() > 0
+
+
+def test_refuses_other_tokenizer(micro_data, tmp_path):
+    dcfg, _ = micro_data
+    train(micro_planner_config(dcfg.processed_dir, tmp_path, max_steps=1, eval_every=1))
+    state = torch.load(tmp_path / "ckpt/last.pt", weights_only=True)
+    state["tokenizer_hash"] = "0" * 16
+    torch.save(state, tmp_path / "ckpt/last.pt")
+    with pytest.raises(ValueError, match="made with tokenizer 0000"):
+        train(micro_planner_config(dcfg.processed_dir, tmp_path, max_steps=2, eval_every=1))
+
+
+def test_ddp_matches_single_process(micro_data, tmp_path):
+    """torchrun with 2 gloo ranks: parameters identical across ranks and equal to one process
+    with the same global batch (every window full, so per-rank means weigh tokens equally)."""
+    dcfg, _ = micro_data
+    single = micro_planner_config(dcfg.processed_dir, tmp_path / "single", max_steps=3, eval_every=3, cond_dropout={})
+    ref = train(single)["model"].state_dict()
+    ddp = micro_planner_config(dcfg.processed_dir, tmp_path / "ddp", max_steps=3, eval_every=3, cond_dropout={})
+    Path(ddp.out_dir).mkdir(parents=True)
+    save_config(ddp, tmp_path / "ddp.yaml")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = subprocess.run(
+        [*torchrun, str(ROOT / "tests/ddp_worker.py"), str(tmp_path / "ddp.yaml")],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0 = torch.load(Path(ddp.out_dir) / "rank0.pt", weights_only=True)
+    r1 = torch.load(Path(ddp.out_dir) / "rank1.pt", weights_only=True)
+    for name in ref:
+        assert torch.equal(r0[name], r1[name]), name
+        torch.testing.assert_close(r0[name], ref[name], atol=2e-5, rtol=1e-4)
+    assert not torch.equal(r0["tok.weight"], load_planner_init(ddp)["tok.weight"])
+
+
+def load_planner_init(cfg: SymbolicConfig) -> dict:
+    """The untrained parameters (same seed): training must have moved them."""
+    codec = load_codec(cfg.data_dir)
+    torch.manual_seed(cfg.train.seed)
+    return SymbolicPlanner(resolve_planner_config(cfg.model, codec)).state_dict()
+
+
+def test_dpo_loss_equals_a_hand_computation():
+    pc, pr = torch.tensor([-10.0, -4.0]), torch.tensor([-12.0, -3.0])
+    rc, rr = torch.tensor([-11.0, -5.0]), torch.tensor([-11.0, -3.5])
+    loss, stats = dpo_loss(pc, pr, rc, rr, beta=0.1)
+    # pair 1: 0.1 * ((-10 + 11) - (-12 + 11)) = 0.2; pair 2: 0.1 * ((-4 + 5) - (-3 + 3.5)) = 0.05
+    expected = (-math.log(1 / (1 + math.exp(-0.2))) - math.log(1 / (1 + math.exp(-0.05)))) / 2
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+    assert float(stats["reward_chosen"]) == pytest.approx((0.1 + 0.1) / 2)
+    assert float(stats["accuracy"]) == 1.0
+
+
+def test_logps_cover_only_continuation_tokens(micro_checkpoint):
+    from src.models.builders import load_planner
+    from src.training.datasets import PreferenceDataset
+
+    model, _ = load_planner(micro_checkpoint)
+    from src.data.preferences import Pair
+
+    pair = Pair("p", {"style": "FOLK"}, prompt=[10, 11, 12], chosen=[20, 21], rejected=[30, 31, 32])
+    item = PreferenceDataset([pair], model.cfg, {})[0]
+    y = item["y_chosen"]
+    assert (y != IGNORE).sum() == 2 and y[3] == 20 and y[4] == 21  # targets after BOS + 3 prompt tokens
+    assert (item["y_rejected"] != IGNORE).sum() == 3
+    x = torch.as_tensor(item["x_chosen"])[None]
+    cond = batch([Conditions(style="FOLK")], model.cfg)
+    with torch.no_grad():
+        lp, n, logits = sequence_logps(model, x, torch.as_tensor(y)[None], cond)
+    manual = logits[0, 3].log_softmax(-1)[20] + logits[0, 4].log_softmax(-1)[21]
+    assert int(n) == 2 and float(lp) == pytest.approx(float(manual), rel=1e-5)
+    changed = x.clone()
+    changed[0, 6:] = 7  # padding after the continuation changes nothing
+    with torch.no_grad():
+        again = sequence_logps(model, changed, torch.as_tensor(y)[None], cond)[0]
+    assert float(again) == pytest.approx(float(lp))
+
+
+def test_reference_gets_no_gradient_and_stays_unchanged(micro_checkpoint):
+    from src.models.builders import load_planner
+
+    model, _ = load_planner(micro_checkpoint)
+    ref = reference_copy(model)
+    assert not ref.training and not any(p.requires_grad for p in ref.parameters())
+    before = {k: v.clone() for k, v in ref.state_dict().items()}
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randint(4, model.cfg.vocab_size, (2, 8))
+
+    cond = batch([Conditions()] * 2, model.cfg)
+    lp, _, _ = sequence_logps(model, x, x, cond)
+    with torch.no_grad():
+        rlp, _, _ = sequence_logps(ref, x, x, cond)
+    loss, _ = dpo_loss(lp[:1], lp[1:], rlp[:1], rlp[1:], 0.1)
+    loss.backward()
+    opt.step()
+    assert all(p.grad is None for p in ref.parameters())
+    assert all(torch.equal(before[k], v) for k, v in ref.state_dict().items())
+
+
+def test_one_alignment_step_writes_a_checkpoint_stage5_prefers(micro_data, micro_checkpoint, tmp_path):
+    from src.generation.config import GenerationConfig
+    from src.generation.run import select_checkpoint
+    from src.models.builders import load_planner
+    from src.training.alignment import train
+    from src.training.dpo import AlignmentConfig, DPOTrainConfig
+
+    dcfg, _ = micro_data
+    cfg = AlignmentConfig(
+        symbolic_ckpt=str(micro_checkpoint),
+        data_dir=dcfg.processed_dir,
+        pref_data=dcfg.preference.out_path,
+        out_dir=str(tmp_path / "aligned/micro"),
+        run_dir=str(tmp_path / "runs"),
+        run_name="t",
+        train=DPOTrainConfig(
+            max_steps=1, global_batch=2, micro_batch=2, warmup_steps=1, eval_every=1, lr=1e-3, device="cpu"
+        ),
+    )
+    cfg.on_policy.conditions, cfg.on_policy.samples, cfg.on_policy.max_new_tokens = 2, 2, 24
+    cfg.on_policy.min_margin = 0.0
+    result = train(cfg)
+    assert result["step"] == 1 and math.isfinite(result["val_loss"])
+    ref_before, _ = load_planner(micro_checkpoint)
+    assert all(torch.equal(a, b) for a, b in zip(ref_before.parameters(), result["reference"].parameters()))
+    aligned, state = load_planner(tmp_path / "aligned/micro/best.pt")
+    assert state["kind"] == "aligned_planner" and state["reference"]["step"] > 0
+    assert any(not torch.equal(a, b) for a, b in zip(aligned.parameters(), ref_before.parameters()))
+    gcfg = GenerationConfig(
+        preset="micro", checkpoints=[str(tmp_path / "aligned/{preset}/best.pt"), str(micro_checkpoint)]
+    )
+    assert select_checkpoint(gcfg, None) == tmp_path / "aligned/micro/best.pt"
