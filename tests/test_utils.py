@@ -147,15 +147,15 @@ def test_cached_step_runs_once_per_inputs(tmp_path):
         return {"made": len(calls)}
 
     record = tmp_path / "record.json"
-    first, ran = cached_step("step", record, fingerprint("a", {"k": 1}), run, [out])
-    assert ran and first == {"fingerprint": fingerprint("a", {"k": 1}), "made": 1}
-    again, ran = cached_step("step", record, fingerprint("a", {"k": 1}), run, [out])
-    assert not ran and again == first and len(calls) == 1  # same inputs: skipped
-    _, ran = cached_step("step", record, fingerprint("a", {"k": 2}), run, [out])
-    assert ran and len(calls) == 2  # other inputs: redone
+    first = cached_step("step", record, fingerprint("a", {"k": 1}), run, [out])
+    assert len(calls) == 1 and first == {"fingerprint": fingerprint("a", {"k": 1}), "made": 1}
+    again = cached_step("step", record, fingerprint("a", {"k": 1}), run, [out])
+    assert again == first and len(calls) == 1  # same inputs: skipped
+    cached_step("step", record, fingerprint("a", {"k": 2}), run, [out])
+    assert len(calls) == 2  # other inputs: redone
     out.unlink()
-    _, ran = cached_step("step", record, fingerprint("a", {"k": 2}), run, [out])
-    assert ran and len(calls) == 3  # an output gone: redone
+    cached_step("step", record, fingerprint("a", {"k": 2}), run, [out])
+    assert len(calls) == 3  # an output gone: redone
     record.write_text("{half")
     assert recorded(record, fingerprint("a", {"k": 2})) is None  # a damaged record is no record
 

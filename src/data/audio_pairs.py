@@ -39,7 +39,7 @@ from src.utils.parallel import pool_map
 log = logging.getLogger(__name__)
 
 REFERENCE_TEMPO = 120.0  # segment tokens are written at this tempo: one beat = 0.5 s
-TPQ = 480  # every segment's tokens start with BOS, so even a silent window has a non-empty memory
+TPQ = 480
 NOTE_FIELDS = ("start", "end", "pitch", "velocity", "program", "drum")
 
 
@@ -122,7 +122,8 @@ def window_score(notes: np.ndarray) -> Any:
 
 
 def window_tokens(tokenizer: Any, notes: np.ndarray) -> np.ndarray:
-    """BOS + the BPE ids of the window's notes (an empty window is just BOS)."""
+    """BOS + the BPE ids of the window's notes (an empty window is just BOS, so even a silent window
+    gives the renderer a non-empty memory)."""
     if len(notes) == 0:
         return np.array([BOS], dtype=np.int64)
     seq = tokenizer.encode(window_score(notes))
@@ -227,7 +228,7 @@ def build_audio_pairs(
     is the cached step's record."""
     fp = pairs_fingerprint(cfg, tok_hash)
     run = lambda: render_pairs(cfg, rows, tok_path, out_dir, workers, fp)  # noqa: E731
-    return cached_step("audio pairs", out_dir / "index.json", fp, run)[0]
+    return cached_step("audio pairs", out_dir / "index.json", fp, run)
 
 
 def render_pairs(

@@ -10,7 +10,6 @@ same inputs only checks. Files are written atomically.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import statistics
@@ -39,7 +38,7 @@ from src.music.tokenizer import TokenCodec, TokenizerConfig, load_tokenizer, tok
 from src.music.vocab import style_label
 from src.utils.cache import cached_step, fingerprint
 from src.utils.config import ConfigError, add_config_args, load_config, save_config
-from src.utils.io import file_stamp, read_jsonl, sha256_text, write_json, write_jsonl, write_text
+from src.utils.io import file_stamp, read_jsonl, write_json, write_jsonl, write_text
 from src.utils.logging import setup_logging
 from src.utils.parallel import pool_map
 
@@ -194,7 +193,7 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
             **counts,
         }
 
-    meta, _ = cached_step("token shards", tokens_dir / "meta.json", tokens_fp, tokenise, outputs=[manifest])
+    meta = cached_step("token shards", tokens_dir / "meta.json", tokens_fp, tokenise, outputs=[manifest])
     # the shards' rows and counts with this run's labels (label or split settings may have changed)
     previous = read_jsonl(manifest)
     tokenised = {r["id"]: {k: r[k] for k in ("row", "n_tokens", "n_base_tokens")} for r in previous}
@@ -216,13 +215,14 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
     prefs = None
     if cfg.preference.enabled:
         # the pairs carry each piece's labels as conditions; the file is its own record (another run may replace it)
-        pref_fp = fingerprint(tokens_fp, sha256_text(json.dumps(kept)), asdict(cfg.preference), SCORER_VERSION)
-        codec = TokenCodec.from_file(tok_path)
-        record, _ = cached_step(
+        pref_fp = fingerprint(tokens_fp, kept, asdict(cfg.preference), SCORER_VERSION)
+        record = cached_step(
             "preference pairs",
             cfg.preference.out_path,
             pref_fp,
-            lambda: build_synthetic_pairs(cfg.preference, kept, TokenStore(out), codec, tok_hash),
+            lambda: build_synthetic_pairs(
+                cfg.preference, kept, TokenStore(out), TokenCodec.from_file(tok_path), tok_hash
+            ),
         )
         prefs = record["summary"]
 

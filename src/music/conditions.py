@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from src.music.form import Section, plan_of, section_labels
-from src.music.theory import PITCH_CLASSES, parse_key
+from src.music.theory import key_name, parse_key
 from src.music.vocab import EMOTIONS, STYLES, TIME_SIGNATURES
 
 # the fields condition dropout drops one by one (in this order: the columns of its mask)
@@ -134,7 +134,7 @@ def pair_condition_dict(row: dict[str, Any], bar0: int) -> dict[str, Any]:
         "style": row["style"],
         "emotion": row["emotion"],
         "tempo": row["tempo"],
-        "key": f"{PITCH_CLASSES[row['key_tonic']]} {row['mode']}",
+        "key": key_name(row["key_tonic"], row["mode"]),
         "time_signature": row["time_signature"],
         "programs": row["programs"],
         "sections": row["sections"][bar0:],

@@ -4,7 +4,7 @@ A step's *record* is a JSON file holding ``"fingerprint"`` and whatever the step
 last, after the step's outputs, so an interrupted step has no record and is redone. A rerun with the
 same inputs reads the record and skips the work::
 
-    record, ran = cached_step("tokenizer", out / "tokenizer_state.json", fingerprint(cfg, files), train)
+    record = cached_step("tokenizer", out / "tokenizer_state.json", fingerprint(cfg, files), train)
 """
 
 from __future__ import annotations
@@ -43,15 +43,15 @@ def cached_step(
     fp: str,
     run: Callable[[], dict[str, Any]],
     outputs: Iterable[str | Path] = (),
-) -> tuple[dict[str, Any], bool]:
+) -> dict[str, Any]:
     """Run ``run`` (which writes the step's outputs and returns what the record should hold) unless
-    ``record`` holds ``fp`` and every path of ``outputs`` exists. Returns (the record, whether it ran)."""
+    ``record`` holds ``fp`` and every path of ``outputs`` exists. Returns the record."""
     record = Path(record)
     old = recorded(record, fp)
     if old is not None and all(Path(p).exists() for p in outputs):
         log.info("%s up to date: %s", name, record)
-        return old, False
+        return old
     record.unlink(missing_ok=True)
     new = {"fingerprint": fp, **run()}
     write_json(record, new)
-    return new, True
+    return new
