@@ -42,6 +42,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bars_per_section", type=int, default=8)
     p.add_argument("--form", default="", help="e.g. intro:4,verse,chorus,verse,chorus,outro:4 (default: by style)")
     p.add_argument("--key", default="", help="e.g. 'D minor', 'Bb' (default: the model's choice)")
+    p.add_argument(
+        "--time_signature",
+        default="",
+        help="e.g. 3/4, 6/8 (default: a metre word of the prompt: waltz, jig, ...; else 4/4)",
+    )
     p.add_argument("--output_name", default="song")
     p.add_argument("--output_dir", default=None)
     p.add_argument("--temperature", type=float, default=1.0)
@@ -65,6 +70,7 @@ def validate(a: argparse.Namespace, cfg: GenerationConfig) -> tuple[SongRequest,
     req = song_request(
         cfg,
         **{k: getattr(a, k) for k in ("prompt", "style", "emotion", "tempo", "form", "bars_per_section", "key")},
+        time_signature=a.time_signature,
         **{k: getattr(a, k) for k in ("temperature", "top_p", "top_k", "guidance", "seed")},
     )
     if a.num_samples < 1:

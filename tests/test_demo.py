@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import urllib.error
@@ -114,6 +115,10 @@ def test_demo_song_is_stage_5s_song(served, micro_checkpoint, tmp_path):
     assert result["facts"]["bars"] == 4 and result["facts"]["tempo"] == 90
     code, wav = served.get(status["files"]["wav"] + "?download=1")
     assert code == 200 and wav[:4] == b"RIFF"
+    ranged = urllib.request.Request(served.url + status["files"]["wav"], headers={"Range": "bytes=4-11"})
+    with urllib.request.urlopen(ranged, timeout=30) as r:  # the audio player seeks with ranges
+        assert r.status == 206 and r.read() == wav[4:12]
+        assert r.headers["Content-Range"] == f"bytes 4-11/{len(wav)}"
 
 
 @pytest.mark.parametrize(
@@ -129,6 +134,8 @@ def test_demo_song_is_stage_5s_song(served, micro_checkpoint, tmp_path):
         ("seed", "1.5", "not a whole number"),
         ("style", "POLKA", "unknown style"),
         ("renderer", "organ", "choose neural or fluidsynth"),
+        ("time_signature", "7/8", "is not one of"),
+        ("time_signature", "5/4", "never seen 5/4; it knows 4/4"),
     ],
 )
 def test_bad_field_is_named_and_the_server_keeps_serving(served, field, value, says):
@@ -169,10 +176,11 @@ def test_progress_counts_bars_planned_then_segments_rendered(served, tmp_path):
     assert render[-1][1] == render[-1][2] >= 2
 
 
-def test_instruments_are_shown_as_typed(served):
-    code, body = served.get("/api/instruments?prompt=" + urllib.request.quote("fiddle and flute, then a fiddle"))
-    found = json.loads(body)
-    assert code == 200 and [(f["word"], f["name"]) for f in found] == [("fiddle", "Violin"), ("flute", "Flute")]
+def test_instruments_and_metre_are_shown_as_typed(served):
+    code, body = served.get("/api/words?prompt=" + urllib.request.quote("a jig for fiddle and flute, then a fiddle"))
+    words = json.loads(body)
+    assert code == 200 and words["metre"] == {"word": "jig", "time_signature": "6/8"}
+    assert [(f["word"], f["name"]) for f in words["instruments"]] == [("fiddle", "Violin"), ("flute", "Flute")]
 
 
 def test_only_finished_songs_files_are_served(served):
@@ -268,3 +276,12 @@ def test_page_in_headless_chromium(served, browser, tmp_path):
     assert browser.find_element("id", "err-form").text == ""
     assert browser.save_screenshot(str(tmp_path / "demo.png"))
     assert (tmp_path / "demo.png").stat().st_size > 10_000
+
+
+def test_page_needs_no_internet():
+    """No font, script or style from another host: the page works offline."""
+    static = Path("src/demo/static")
+    for f in static.iterdir():
+        text = f.read_text()
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text, re.I), f"{f} refers to another host"
+    assert {f.name for f in static.iterdir()} == {"index.html", "app.js", "app.css"}

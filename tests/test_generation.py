@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from symusic import Score
 
 from src.data.labels import notes_array
@@ -156,6 +157,90 @@ def test_repeated_section_reuses_its_first_occurrence(micro_checkpoint):
     bar_of = np.cumsum(codec.starts_bar[ids]) - 1
     bars = [ids[bar_of == b].tolist() for b in range(8)]
     assert bars[5:8] == bars[0:3]  # the second "a" is the first, bar for bar (no variation)
+
+
+def test_drum_token_survives_the_program_mask(micro_checkpoint):
+    """miditok writes the drum kit as Program_-1; the mask must take it for DRUMS (128), not mask it."""
+    from src.generation.song import SongGenerator
+    from src.models.builders import codec_from_checkpoint, load_planner
+    from src.music.vocab import DRUMS
+
+    model, state = load_planner(micro_checkpoint)
+    codec = codec_from_checkpoint(state)
+    g = SongGenerator(model, codec, state["data_stats"])
+    drum = codec.tok.vocab["Program_-1"]
+    bpe = [i for i, base in enumerate(codec.bpe_to_base) if base.tolist() == [drum]]
+    assert bpe, "the vocabulary has a drum program token"
+    assert g.static_mask("4/4", [DRUMS, 0])[bpe[0]] and not g.static_mask("4/4", [0])[bpe[0]]
+
+
+@pytest.mark.parametrize("metre, prompt", [("3/4", "a chorale"), ("", "a lively jig for fiddle")])
+def test_time_signature_gives_bars_of_that_length(micro_checkpoint, tmp_path, metre, prompt):
+    """--time_signature (or a metre word of the prompt): the model writes that metre, the MIDI has it exactly."""
+    from src.generation.song import SongGenerator, SongRequest
+    from src.models.builders import codec_from_checkpoint, load_planner
+    from src.music.notes import bar_ticks
+
+    extra = ["--time_signature", metre] if metre else []
+    meta = generate(tmp_path, micro_checkpoint, "m", "--prompt", prompt, "--form", "a:4", *extra)
+    want = metre or "6/8"
+    assert meta["settings"]["time_signature"] == want and meta["facts"]["time_signature"] == want
+    score = Score(str(tmp_path / "m.mid"))
+    ends = [m.time for m in score.markers if m.text == "end"]
+    assert ends == [4 * bar_ticks(score.ticks_per_quarter, want)]
+    assert all(n.time < ends[0] for t in score.tracks for n in t.notes)
+    model, state = load_planner(micro_checkpoint)
+    codec = codec_from_checkpoint(state)
+    g = SongGenerator(model, codec, state["data_stats"])
+    song = g.generate(SongRequest(style="FOLK", time_signature=want, seed=4), None, parse_form("a:4", 4))
+    raw = codec.decode(song.ids)  # the tokens as sampled, before any fix-up
+    assert {f"{t.numerator}/{t.denominator}" for t in raw.time_signatures} == {want}
+
+
+@pytest.mark.parametrize("guidance", [1.5, 2.0, 3.0])
+def test_guidance_generates_for_every_style(micro_checkpoint, guidance):
+    """Guidance sharpens chords (Pitch, then Velocity+Duration+Program, then Pitch...); a spent bar budget must
+    still close the bar through a token a Bar may follow (on the tiny checkpoint CLASSICAL at 2 never closed one)."""
+    from src.generation.song import SongControls, SongGenerator, SongRequest
+    from src.models.builders import codec_from_checkpoint, load_planner
+    from src.models.sampling import SamplingConfig
+
+    model, state = load_planner(micro_checkpoint)
+    g = SongGenerator(model, codec_from_checkpoint(state), state["data_stats"], SongControls(max_tokens_per_bar=24))
+    for style in sorted(state["data_stats"]["styles"]):
+        req = SongRequest(style=style, seed=1, sampling=SamplingConfig(top_p=0.95, guidance=guidance))
+        assert g.generate(req, None, parse_form("a:3", 3)).facts["bars"] == 3
+    # the mechanism: with the bar's budget spent, a Bar comes as soon as one may, and before that only tokens
+    # a Bar may follow (guided CLASSICAL on the tiny checkpoint chained Pitch -> Velocity+Duration+Program forever)
+    codec = g.codec
+    pitch = next(i for i, b in enumerate(codec.bpe_to_base) if codec.base_type[int(b[-1])] == "Pitch")
+    after_pitch = g.grammar.mask(torch.tensor([pitch]))[0]
+    assert not (after_pitch & g.starts_bar).any() and not g.may_close.all()
+    closed = g.close_bar(after_pitch)
+    assert closed.any() and (closed <= after_pitch).all()
+    assert (closed <= g.may_close).all() or not (after_pitch & g.may_close).any()
+    anywhere = torch.ones_like(after_pitch)
+    assert torch.equal(g.close_bar(anywhere), g.starts_bar)
+
+
+def test_spent_bar_budget_closes_a_bar_that_the_model_would_not(micro_checkpoint):
+    """A model that only wants to add notes to the chord (as guided CLASSICAL did) still gets its bars closed."""
+    from src.generation.song import SongControls, SongGenerator, SongRequest
+    from src.models.builders import codec_from_checkpoint, load_planner
+
+    model, state = load_planner(micro_checkpoint)
+    g = SongGenerator(model, codec_from_checkpoint(state), state["data_stats"], SongControls(max_tokens_per_bar=16))
+    decode = model.decode
+    model.decode = lambda *a, **k: decode(*a, **k) + 50.0 * (~g.may_close).float()  # never end a chord
+    song = g.generate(SongRequest(style="FOLK", seed=1), None, parse_form("a:2", 2))
+    assert song.facts["bars"] == 2
+
+
+def test_unseen_time_signature_names_the_known_ones(micro_checkpoint, tmp_path):
+    args = ["--symbolic_ckpt", str(micro_checkpoint), "--output_dir", str(tmp_path), "--skip_neural_render"]
+    assert run05([*args, "--time_signature", "7/8"]) == 2  # not a time signature at all
+    assert run05([*args, "--time_signature", "5/4"]) == 1  # one this checkpoint has never seen
+    assert not list(tmp_path.iterdir())
 
 
 def test_no_style_condition(micro_checkpoint):

@@ -98,6 +98,7 @@ def test_full_pipeline_micro(tmp_path):
         for ext in ("mid", "wav", "png"):
             assert d.with_suffix(f".{ext}").stat().st_size > 0
     assert "time per stage" in first.stdout and "5 demo songs" in first.stdout and "4 align planner" in first.stdout
+    assert "-m src.demo --preset micro" in first.stdout  # the live demo's command, at the end
     report = tmp_path / "outputs/eval/micro/report.md"
     assert report.is_file() and "bigram (floor)" in first.stdout and "6 evaluation report" in first.stdout
     assert (tmp_path / "processed/summary.md").is_file() and (tmp_path / "ckpt/symbolic/micro/best.pt").is_file()

@@ -20,12 +20,12 @@ from typing import Any
 
 from src.generation.config import GenerationConfig
 from src.generation.demos import DEMOS
-from src.generation.request import TEMPO_RANGE, RequestError, song_request
+from src.generation.request import TEMPO_RANGE, song_request
 from src.generation.run import SongMaker
-from src.generation.song import SongRequest
+from src.generation.song import RequestError, SongRequest
 from src.music.instruments import instrument_name, instruments_in_prompt
 from src.music.theory import PITCH_CLASSES
-from src.music.vocab import EMOTIONS, STYLES
+from src.music.vocab import EMOTIONS, STYLES, TIME_SIGNATURES, metre_in_prompt
 
 log = logging.getLogger("demo")
 FIELDS = {  # page field -> type (the request's keyword unless said otherwise)
@@ -34,6 +34,7 @@ FIELDS = {  # page field -> type (the request's keyword unless said otherwise)
     "emotion": str,
     "tempo": float,
     "key": str,
+    "time_signature": str,
     "form": str,
     "bars_per_section": int,
     "temperature": float,
@@ -156,6 +157,7 @@ class DemoApp:
             "known_styles": known,
             "emotions": list(EMOTIONS),
             "keys": [f"{t} {mode}" for mode in ("major", "minor") for t in PITCH_CLASSES],
+            "time_signatures": [t for t in TIME_SIGNATURES if m and t in m.data_stats.get("time_signatures", {})],
             "default_forms": self.cfg.default_forms,
             "default_tempo": self.cfg.default_tempo,
             "tempo_range": list(TEMPO_RANGE),
@@ -165,14 +167,19 @@ class DemoApp:
             "max_age_s": self.max_age_s,
         }
 
-    def instruments(self, prompt: str) -> list[dict[str, Any]]:
-        """The instruments a prompt names (stage 5's word list) and whether the checkpoint has seen them."""
+    def prompt_words(self, prompt: str) -> dict[str, Any]:
+        """What stage 5 reads from a prompt's words: the instruments (and whether the checkpoint has seen
+        them) and a metre."""
         counts = self.maker.data_stats["program_counts"] if self.maker else {}
         least = self.cfg.controls.min_program_pieces
-        return [
-            {"word": w, "program": p, "name": instrument_name(p), "seen": counts.get(p, 0) >= least}
-            for w, p in instruments_in_prompt(prompt)
-        ]
+        metre = metre_in_prompt(prompt)
+        return {
+            "instruments": [
+                {"word": w, "program": p, "name": instrument_name(p), "seen": counts.get(p, 0) >= least}
+                for w, p in instruments_in_prompt(prompt)
+            ],
+            "metre": {"word": metre[0], "time_signature": metre[1]} if metre else None,
+        }
 
     # ------------------------------------------------------------------ jobs
     def submit(self, raw: dict[str, Any]) -> Job:
@@ -181,6 +188,7 @@ class DemoApp:
             raise RuntimeError(self.problem)
         args, neural = parse_fields(raw)
         req = song_request(self.cfg, max_bars=self.max_bars, **args)
+        self.maker.generator.check(req)
         with self.lock:
             waiting = sum(j.state == "queued" for j in self.jobs.values())
             if waiting >= self.max_waiting:

@@ -2,7 +2,7 @@
 
 GET  /                       the page (src/demo/static/index.html; no CDN, works offline)
 GET  /api/info               checkpoints, choices, defaults, examples
-GET  /api/instruments?prompt=...   the instruments a prompt names (stage 5's word list)
+GET  /api/words?prompt=...   the instruments and metre a prompt names (stage 5's word lists)
 POST /api/generate           the page's fields as JSON -> 202 {"id"} | 400 {"field", "error"}
 GET  /api/jobs/<id>          state, queue position, progress (bars planned, segments rendered), result
 GET  /files/<id>/<name>      a finished song's .mid/.wav/.json/.png (``?download=1`` to save it)
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import mimetypes
+import re
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from src.demo.app import DemoApp
-from src.generation.request import RequestError
+from src.generation.song import RequestError
 
 log = logging.getLogger("demo.http")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -51,9 +52,24 @@ class Handler(BaseHTTPRequestHandler):
         self.send(status, json.dumps(obj).encode(), "application/json")
 
     def send_file(self, path: Path, download: bool) -> None:
+        """The file, or the byte range asked for (so the audio player can seek)."""
         ctype = TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        headers = {"Content-Disposition": f'attachment; filename="{path.name}"'} if download else {}
-        self.send(HTTPStatus.OK, path.read_bytes(), ctype, headers)
+        headers = {"Accept-Ranges": "bytes"}
+        if download:
+            headers["Content-Disposition"] = f'attachment; filename="{path.name}"'
+        body = path.read_bytes()
+        m = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", ""))
+        if m and (m.group(1) or m.group(2)):
+            first, last = m.group(1), m.group(2)
+            start = int(first) if first else max(len(body) - int(last), 0)
+            end = min(int(last), len(body) - 1) if first and last else len(body) - 1
+            if start >= len(body) or start > end:
+                return self.send(
+                    HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, b"", ctype, {"Content-Range": f"bytes */{len(body)}"}
+                )
+            headers["Content-Range"] = f"bytes {start}-{end}/{len(body)}"
+            return self.send(HTTPStatus.PARTIAL_CONTENT, body[start : end + 1], ctype, headers)
+        self.send(HTTPStatus.OK, body, ctype, headers)
 
     # ------------------------------------------------------------------ routes
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
@@ -65,9 +81,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_file(STATIC / parts[1], False)
         if parts == ["api", "info"]:
             return self.send_json(HTTPStatus.OK, self.app.info())
-        if parts == ["api", "instruments"]:
+        if parts == ["api", "words"]:
             prompt = parse_qs(url.query).get("prompt", [""])[0]
-            return self.send_json(HTTPStatus.OK, self.app.instruments(prompt))
+            return self.send_json(HTTPStatus.OK, self.app.prompt_words(prompt))
         if len(parts) == 3 and parts[:2] == ["api", "jobs"]:
             status = self.app.status(parts[2])
             if status is None:

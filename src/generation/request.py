@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 from src.generation.config import GenerationConfig
-from src.generation.song import SongRequest
+from src.generation.song import RequestError, SongRequest
 from src.models.sampling import SamplingConfig
 from src.music.form import parse_form, total_bars
 from src.music.theory import parse_key
-from src.music.vocab import EMOTIONS, STYLES
+from src.music.vocab import EMOTIONS, STYLES, TIME_SIGNATURES, metre_in_prompt
 
 TEMPO_RANGE = (30.0, 300.0)
-
-
-class RequestError(ValueError):
-    """A bad value of one field; ``str()`` is ``--field: message`` (the flag of stage 5)."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"--{field}: {message}")
-        self.field, self.message = field, message
 
 
 def song_request(
@@ -30,6 +22,7 @@ def song_request(
     form: str = "",
     bars_per_section: int = 8,
     key: str = "",
+    time_signature: str = "",
     temperature: float = 1.0,
     top_p: float = 0.95,
     top_k: int = 0,
@@ -39,7 +32,8 @@ def song_request(
 ) -> SongRequest:
     """Every check before anything is generated; a :class:`RequestError` names the field.
 
-    ``tempo=None``: the emotion's default; ``form=""``: the style's default; ``max_bars`` > 0 caps the song's length.
+    ``tempo=None``: the emotion's default; ``form=""``: the style's default; ``time_signature=""``: the metre a
+    prompt word names (waltz 3/4, jig 6/8, march 2/4, ...), else 4/4; ``max_bars`` > 0 caps the song's length.
     """
     style, emotion = style.upper(), emotion.upper()
     if style not in STYLES:
@@ -63,6 +57,9 @@ def song_request(
     bars = total_bars(sections)
     if max_bars and bars > max_bars:
         raise RequestError("form", f"{form!r} makes {bars} bars; at most {max_bars} here")
+    time_signature = time_signature.strip() or (metre_in_prompt(prompt) or ("", "4/4"))[1]
+    if time_signature not in TIME_SIGNATURES:
+        raise RequestError("time_signature", f"{time_signature!r} is not one of {', '.join(TIME_SIGNATURES)}")
     if key.strip():
         try:
             parse_key(key)
@@ -76,6 +73,7 @@ def song_request(
         form=form,
         bars_per_section=bars_per_section,
         key=key.strip(),
+        time_signature=time_signature,
         seed=seed,
         sampling=sampling,
     )

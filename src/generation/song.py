@@ -32,11 +32,19 @@ from src.music.form import Section, total_bars
 from src.music.instruments import instrument_name, instruments_in_prompt
 from src.music.notes import notes_array, parse_time_signature
 from src.music.theory import estimate_key, key_name, parse_key, to_parallel_mode, transpose_pitched
-from src.music.tokenizer import BOS, EOS, TokenCodec
-from src.music.vocab import EMOTIONS, STYLES, UNLABELLED
+from src.music.tokenizer import BOS, EOS, TokenCodec, token_program
+from src.music.vocab import EMOTIONS, STYLES, TIME_SIGNATURES, UNLABELLED
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]  # (stage: "plan" | "render", done, total)
+
+
+class RequestError(ValueError):
+    """A bad value of one field of a request; ``str()`` is ``--field: message`` (the flag of stage 5)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"--{field}: {message}")
+        self.field, self.message = field, message
 
 
 @dataclass
@@ -84,6 +92,7 @@ class SongGenerator:
         self.starts_bar = torch.from_numpy(codec.starts_bar)
         self.first_pos = torch.from_numpy(codec.first_position)  # keeps positions in order within a bar
         self.last_pos = torch.from_numpy(codec.last_position)
+        self.may_close = (self.grammar.table & self.starts_bar[None]).any(-1)  # (V,) a Bar may follow this token
 
     # ------------------------------------------------------------------ masks
     def static_mask(self, time_signature: str, programs: list[int] | None) -> torch.Tensor:
@@ -99,9 +108,17 @@ class SongGenerator:
                     ok[i] = False
                 if kind == "Position" and int(value) >= positions_per_bar:
                     ok[i] = False
-                if kind == "Program" and programs is not None and int(value) not in programs:
+                if kind == "Program" and programs is not None and token_program(value) not in programs:
                     ok[i] = False
         return ok
+
+    def close_bar(self, allowed: torch.Tensor) -> torch.Tensor:
+        """(V,) -> (V,): the bar's budget is spent: a Bar if one may come now, else a token a Bar may follow
+        (a note that ends the chord rather than one more Program), else ``allowed`` unchanged."""
+        for closing in (self.starts_bar, self.may_close):
+            if (allowed & closing).any():
+                return allowed & closing
+        return allowed
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
@@ -143,8 +160,8 @@ class SongGenerator:
             allowed = self.grammar.mask(torch.tensor([prev]))[0] & mask
             allowed &= self.starts_bar | (self.first_pos < 0) | (self.first_pos >= position)  # time moves forward
             allowed[EOS] = False  # the song ends when the planned bars are done, not before
-            if bars and len(bars[-1]) >= self.controls.max_tokens_per_bar and (allowed & self.starts_bar).any():
-                allowed &= self.starts_bar  # bar budget spent: close the bar
+            if bars and len(bars[-1]) >= self.controls.max_tokens_per_bar:
+                allowed = self.close_bar(allowed)
             if not allowed.any():
                 allowed = self.grammar.mask(torch.tensor([prev]))[0]
             probs = filter_logits(logits.cpu(), sampling, allowed[None]).softmax(-1)
@@ -179,11 +196,21 @@ class SongGenerator:
         return [BOS] + [t for bar in bars for t in bar]
 
     # ------------------------------------------------------------------ post-processing
+    def check(self, req: SongRequest) -> None:
+        """What this checkpoint cannot do: a metre it has never seen (a RequestError naming the ones it knows)."""
+        metres = self.stats.get("time_signatures", {})
+        if metres and req.time_signature not in metres:
+            known = ", ".join(m for m in sorted(metres, key=metres.get, reverse=True) if m in TIME_SIGNATURES)
+            raise RequestError(
+                "time_signature", f"the checkpoint has never seen {req.time_signature}; it knows {known}"
+            )
+
     def generate(
         self, req: SongRequest, text: np.ndarray | None, sections: list[Section], progress: Progress | None = None
     ) -> Song:
         if (req.style is not None and req.style not in STYLES) or req.emotion not in EMOTIONS:
             raise ValueError(f"unknown style {req.style!r} or emotion {req.emotion!r}")
+        self.check(req)
         notes: list[str] = []
         known_styles = sorted(s for s in self.stats["styles"] if s in STYLES)
         if req.style is not None and req.style not in known_styles:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from src.music.instruments import track_program
+from src.music.vocab import DRUMS
 from src.utils.io import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,12 @@ def load_tokenizer(path: str | Path):
     if not path.is_file():
         raise FileNotFoundError(f"{path}: tokenizer not found; create it with: bash 01_prepare_data.sh")
     return REMI(params=path)
+
+
+def token_program(value: str) -> int:
+    """The GM program of a ``Program_<value>`` token: miditok writes the drum kit as -1, this repository as DRUMS."""
+    program = int(value)
+    return DRUMS if program == -1 else program
 
 
 def note_multiset(score) -> Counter:

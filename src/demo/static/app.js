@@ -1,7 +1,7 @@
 // The demo page: fields -> POST /api/generate -> poll /api/jobs/<id> -> audio, piano roll, downloads, facts.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const FIELDS = ["prompt", "style", "emotion", "tempo", "key", "form", "bars_per_section",
+const FIELDS = ["prompt", "style", "emotion", "tempo", "key", "time_signature", "form", "bars_per_section",
                 "temperature", "top_p", "guidance", "seed"];
 const HISTORY_KEY = "hybrid-music-songs";
 let info = null;
@@ -14,7 +14,7 @@ function option(select, value, label) {
 
 function setExample(ex) {
   $("prompt").value = ex.prompt; $("style").value = ex.style; $("emotion").value = ex.emotion;
-  $("tempo").value = ex.tempo; $("form").value = ex.form; $("key").value = ex.key;
+  $("tempo").value = ex.tempo; $("form").value = ex.form; $("key").value = ex.key; $("time_signature").value = "";
   updatePlaceholders(); showInstruments();
 }
 
@@ -28,8 +28,9 @@ let instrumentTimer = null;
 function showInstruments() {
   clearTimeout(instrumentTimer);
   instrumentTimer = setTimeout(async () => {
-    const r = await fetch("/api/instruments?prompt=" + encodeURIComponent($("prompt").value));
-    const found = await r.json();
+    const r = await fetch("/api/words?prompt=" + encodeURIComponent($("prompt").value));
+    const words = await r.json(), found = words.instruments;
+    $("metre").textContent = words.metre ? `Metre: ${words.metre.word} → ${words.metre.time_signature}` : "";
     const box = $("instruments");
     box.textContent = "Instruments: ";
     if (!found.length) { box.textContent += "none named (the style's usual ones)"; return; }
@@ -172,6 +173,7 @@ async function init() {
   }
   for (const e of info.emotions) option($("emotion"), e, e.toLowerCase());
   for (const k of info.keys) option($("keys"), k, k);
+  for (const t of info.time_signatures) option($("time_signature"), t, t);
   $("tempo").min = info.tempo_range[0]; $("tempo").max = info.tempo_range[1];
   for (const ex of info.examples) {
     const b = document.createElement("button");
