@@ -303,6 +303,26 @@ def test_stage1_synthetic_pairs(micro_data):
         assert set(p["scores"]) == {"chosen", "rejected"}
 
 
+def test_synthetic_pair_ids_are_unique_at_many_pairs(micro_data, tmp_path):
+    """Pairs are drawn with replacement; a repeated piece, bar and corruption would make load_pairs stop."""
+    import dataclasses
+
+    from src.data.preferences import build_synthetic_pairs, load_pairs
+    from src.data.token_store import TokenStore
+    from src.music.tokenizer import TokenCodec
+    from src.utils.io import write_json
+
+    dcfg, _ = micro_data
+    rows = manifest(dcfg)
+    codec = TokenCodec.from_file(Path(dcfg.processed_dir) / "tokenizer.json")
+    cfg = dataclasses.replace(dcfg.preference, train_pairs=300, validation_pairs=0)
+    data = build_synthetic_pairs(cfg, rows, TokenStore(dcfg.processed_dir), codec, "h")
+    ids = [p["id"] for p in data["pairs"]]
+    assert len(ids) == len(set(ids)) >= 150
+    write_json(tmp_path / "pairs.json", data)
+    assert len(load_pairs(tmp_path / "pairs.json", codec.tok)) == len(ids)
+
+
 def test_stage1_rewrites_a_pair_file_another_run_replaced(micro_data):
     """The file's own fingerprint decides whether it is current (not a record beside the data)."""
     from src.data.prepare import prepare

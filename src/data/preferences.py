@@ -120,6 +120,7 @@ def build_synthetic_pairs(cfg: PreferenceConfig, rows: list[dict], store: Any, c
 
     rng = np.random.default_rng(cfg.seed)
     pairs: list[dict] = []
+    taken: set[str] = set()  # a pair's id is its piece, bar and corruption: drawn twice, it is drawn again
     for split, n in (("train", cfg.train_pairs), ("validation", cfg.validation_pairs)):
         pool = [r for r in rows if r["split"] == split]
         if not pool or not n:
@@ -131,7 +132,8 @@ def build_synthetic_pairs(cfg: PreferenceConfig, rows: list[dict], store: Any, c
                 kind = cfg.corruptions[tries % len(cfg.corruptions)]
                 tries += 1
                 pair = synthetic_pair(row, store[store.row_to_item[row["row"]]].astype(np.int64), codec, cfg, kind, rng)
-                if pair is not None:
+                if pair is not None and pair["id"] not in taken:
+                    taken.add(pair["id"])
                     pairs.append(pair)
                     made += 1
                     bar.update(1)
