@@ -89,6 +89,18 @@ def test_folder_source_with_corrupt_file(tmp_path):
     assert good["key"] == "A minor" and good["programs"] == [24]
 
 
+def test_folder_source_drops_byte_identical_duplicates(tmp_path):
+    """A copy in a subfolder is not a second piece (it would leak across splits); it is listed as a duplicate."""
+    d = midi_folder(tmp_path / "midi", 2)
+    (d / "old").mkdir()
+    (d / "old/song1 copy.mid").write_bytes((d / "song1.mid").read_bytes())
+    pieces, rejected = FolderSource(FolderSourceConfig(path=str(d), style="pop")).collect(tmp_path, 1)
+    assert sorted(Path(p.midi_path).name for p in pieces) == ["song0.mid", "song1.mid"]
+    assert [(Path(r.path).name, r.reason) for r in rejected] == [
+        ("song1 copy.mid", "duplicate: the same bytes as song1.mid")
+    ]
+
+
 def test_folder_source_end_to_end_lists_rejects(tmp_path):
     d = midi_folder(tmp_path / "midi", 10)
     (d / "broken.mid").write_bytes(b"\x00" * 100)

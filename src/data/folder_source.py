@@ -7,6 +7,7 @@ from pathlib import Path
 
 from src.data.sources import RawPiece, Rejection, normalise_title, safe_name
 from src.music.vocab import STYLES
+from src.utils.io import sha256_file
 
 
 @dataclass
@@ -34,12 +35,19 @@ class FolderSource:
         if not root.is_dir():
             raise FileNotFoundError(f"folder source '{self.name}': {root} is not a directory")
         pieces, rejected = [], []
-        for f in sorted(root.rglob("*")):
-            if not f.is_file():
-                continue
+        files = sorted(f for f in root.rglob("*") if f.is_file())
+        digest = {f: sha256_file(f) for f in files if f.suffix.lower() in (".mid", ".midi")}
+        kept: dict[str, Path] = {}  # MIDI bytes' hash -> the file kept: the one nearest the folder's top
+        for f in sorted(digest, key=lambda f: (len(f.relative_to(root).parts), f)):
+            kept.setdefault(digest[f], f)
+        for f in files:
             rel = f.relative_to(root)
             if f.suffix.lower() not in (".mid", ".midi"):
                 rejected.append(Rejection(str(f), f"not a MIDI file (suffix '{f.suffix}')", self.name))
+                continue
+            first = kept[digest[f]]
+            if first != f:
+                rejected.append(Rejection(str(f), f"duplicate: the same bytes as {first.relative_to(root)}", self.name))
                 continue
             pieces.append(
                 RawPiece(
