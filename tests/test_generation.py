@@ -67,12 +67,12 @@ def test_checkpoint_selection_prefers_aligned(tmp_path, micro_checkpoint):
     cfg = GenerationConfig(
         checkpoints=[str(tmp_path / "aligned/{preset}/best.pt"), str(tmp_path / "symbolic/{preset}/best.pt")]
     )
-    assert select_checkpoint(cfg, None) == sup
+    assert select_checkpoint(cfg, None) == (sup, f"{tmp_path}/aligned/tiny/best.pt not found; the next in order")
     aligned = tmp_path / "aligned/tiny/best.pt"
     aligned.parent.mkdir(parents=True)
     shutil.copy(micro_checkpoint, aligned)
-    assert select_checkpoint(cfg, None) == aligned
-    assert select_checkpoint(cfg, str(sup)) == sup
+    assert select_checkpoint(cfg, None) == (aligned, "the first of the config's checkpoints there")
+    assert select_checkpoint(cfg, str(sup)) == (sup, "--symbolic_ckpt")
     with pytest.raises(FileNotFoundError, match="--symbolic_ckpt"):
         select_checkpoint(cfg, str(tmp_path / "nope.pt"))
 

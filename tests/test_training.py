@@ -244,4 +244,4 @@ def test_one_alignment_step_writes_a_checkpoint_stage5_prefers(micro_data, micro
     gcfg = GenerationConfig(
         preset="micro", checkpoints=[str(tmp_path / "aligned/{preset}/best.pt"), str(micro_checkpoint)]
     )
-    assert select_checkpoint(gcfg, None) == tmp_path / "aligned/micro/best.pt"
+    assert select_checkpoint(gcfg, None)[0] == tmp_path / "aligned/micro/best.pt"

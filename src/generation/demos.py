@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         GenerationConfig, args.config, args.overrides + ([f"preset={args.preset}"] if args.preset else [])
     )
     try:
-        ckpt = select_checkpoint(cfg, None)
+        ckpt, _ = select_checkpoint(cfg, None)
     except FileNotFoundError as e:
         log.error("%s", e)
         return 1

@@ -27,17 +27,21 @@ log = logging.getLogger("generate")
 Progress = Callable[[str, int, int], None]  # (stage: "plan" | "render", done, total)
 
 
-def select_checkpoint(cfg: GenerationConfig, explicit: str | None) -> Path:
-    """The given path, else the aligned checkpoint when it exists, else the supervised one."""
+def select_checkpoint(cfg: GenerationConfig, explicit: str | None) -> tuple[Path, str]:
+    """The given path, else the aligned checkpoint when it exists, else the supervised one; and why."""
     if explicit:
         path = Path(explicit)
         if not path.is_file():
             raise FileNotFoundError(f"--symbolic_ckpt {path} not found")
-        return path
+        return path, "--symbolic_ckpt"
     candidates = [Path(c.format(preset=cfg.preset)) for c in cfg.checkpoints]
-    for path in candidates:
+    for i, path in enumerate(candidates):
         if path.is_file():
-            return path
+            missing = ", ".join(map(str, candidates[:i]))
+            return (
+                path,
+                f"{missing} not found; the next in order" if missing else "the first of the config's checkpoints there",
+            )
     raise FileNotFoundError(
         f"no planner checkpoint ({', '.join(map(str, candidates))}); train one with: "
         f"python 02_train_symbolic.py --config config/symbolic_{cfg.preset}.yaml"
@@ -80,16 +84,17 @@ class SongMaker:
         skip_neural_render: bool = False,
     ):
         self.cfg = cfg
-        ckpt = select_checkpoint(cfg, symbolic_ckpt)
+        ckpt, why = select_checkpoint(cfg, symbolic_ckpt)
         model, state = load_planner(ckpt)
         kind = "aligned" if state.get("kind") == "aligned_planner" else "supervised"
-        log.info("planner checkpoint: %s (%s, step %d)", ckpt, kind, state["step"])
+        log.info("planner checkpoint: %s (%s, step %d), because %s", ckpt, kind, state["step"], why)
         self.checkpoint = {
             "path": str(ckpt),
             "sha256": sha256_file(ckpt)[:16],
             "kind": kind,
             "step": state["step"],
             "tokenizer_hash": state["tokenizer_hash"],
+            "reason": why,
         }
         self.data_stats: dict[str, Any] = state["data_stats"]
         self.neural, self.neural_name, self.neural_reason = select_renderer(

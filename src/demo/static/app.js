@@ -115,7 +115,8 @@ function showResult(job, clicked) {
   row(t, "seed", res.seed);
   row(t, "made in", `${job.seconds} s`);
   const c = res.checkpoint;
-  $("made-by").textContent = `Planner: ${c.kind} checkpoint ${c.path} (step ${c.step}, sha256 ${c.sha256}). ` +
+  $("made-by").textContent = `Planner: ${c.kind} checkpoint ${c.path} (step ${c.step}, sha256 ${c.sha256}), ` +
+    `because ${c.reason}. ` +
     `Audio: ${res.renderer}, because ${res.renderer_reason}.`;
   const notes = $("notes");
   notes.innerHTML = "";
@@ -188,7 +189,7 @@ async function init() {
     $("loaded").textContent = "No planner is loaded.";
   } else {
     const c = info.checkpoint;
-    $("loaded").textContent = `Planner: ${c.kind} checkpoint ${c.path} (step ${c.step}). ` +
+    $("loaded").textContent = `Planner: ${c.kind} checkpoint ${c.path} (step ${c.step}; ${c.reason}). ` +
       `Songs are made one at a time, in the order asked for; files are deleted after ${info.max_age_s / 60} minutes.`;
   }
   if (!info.neural.available) {
