@@ -22,7 +22,7 @@ from src.data.labels import LabelConfig, analyse
 from src.data.mel import MelConfig
 from src.data.prepare import main as prepare_main
 from src.data.prepare import prepare
-from src.data.splits import SplitConfig, split_of
+from src.data.splits import SplitConfig, ensure_held_out, split_of
 from src.music.theory import PITCH_CLASSES
 from src.music.tokenizer import load_tokenizer
 from src.utils.io import read_jsonl
@@ -126,6 +126,25 @@ def test_folder_source_end_to_end_lists_rejects(tmp_path):
     rejected = read_jsonl(out / "rejected.jsonl")
     assert [Path(r["path"]).name for r in rejected] == ["broken.mid"]
     assert len(read_jsonl(out / "manifest.jsonl")) == 10
+
+
+def test_every_held_out_split_gets_a_work_when_there_are_enough():
+
+    cfg = SplitConfig(validation=0.05, test=0.05)
+    groups = [g for g in (f"user/{w}" for w in ("alpha", "bravo", "charlie", "delta")) if split_of(g, cfg) == "train"]
+    assert len(groups) == 4  # a small folder: every work hashed into train
+    rows = [{"group": g, "split": "train"} for g in groups for _ in range(2)]
+    notes = ensure_held_out(rows, cfg)
+    by_split = {s: {r["group"] for r in rows if r["split"] == s} for s in ("train", "validation", "test")}
+    assert len(by_split["validation"]) == len(by_split["test"]) == 1 and len(by_split["train"]) == 2
+    assert all(len({r["split"] for r in rows if r["group"] == g}) == 1 for g in groups)  # works stay whole
+    assert len(notes) == 2 and "moved there" in notes[0]
+    assert ensure_held_out(rows, cfg) == []  # nothing more to do
+    lone = [{"group": "user/alpha", "split": "train"}]
+    assert ensure_held_out(lone, cfg) == [
+        "no validation split: 1 works are too few to hold one out",
+        "no test split: 1 works are too few to hold one out",
+    ]
 
 
 def test_bad_cli_input_exits_2(tmp_path):

@@ -110,6 +110,25 @@ def test_planner_training_steps_resume_and_sample(micro_data, tmp_path):
     assert score.note_num() > 0
 
 
+def test_planner_without_validation_data_still_writes_best(micro_data, tmp_path):
+    """A user's folder may give no validation piece: best.pt is then the latest checkpoint, and the log says so."""
+    import shutil
+
+    from src.utils.io import read_jsonl, write_jsonl
+
+    dcfg, _ = micro_data
+    data = tmp_path / "data"
+    shutil.copytree(dcfg.processed_dir, data)
+    rows = read_jsonl(data / "manifest.jsonl")
+    write_jsonl(
+        data / "manifest.jsonl", [{**r, "split": "train" if r["split"] == "validation" else r["split"]} for r in rows]
+    )
+    out = train(micro_planner_config(str(data), tmp_path / "run", max_steps=2, eval_every=1))
+    assert np.isnan(out["val_loss"])
+    best, last = (torch.load(tmp_path / f"run/ckpt/{n}.pt", weights_only=True) for n in ("best", "last"))
+    assert best["step"] == last["step"] == 2
+
+
 def test_refuses_other_tokenizer(micro_data, tmp_path):
     dcfg, _ = micro_data
     train(micro_planner_config(dcfg.processed_dir, tmp_path, max_steps=1, eval_every=1))

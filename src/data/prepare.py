@@ -31,7 +31,7 @@ from src.data.music21_source import Music21Source, Music21SourceConfig
 from src.data.pop909_source import POP909Config, POP909Source
 from src.data.preferences import PreferenceConfig, build_synthetic_pairs
 from src.data.sources import RawPiece, Rejection, Source
-from src.data.splits import SplitConfig, split_of
+from src.data.splits import SplitConfig, ensure_held_out, split_of
 from src.data.token_store import TokenStore, write_token_store
 from src.music.scoring import SCORER_VERSION
 from src.music.tokenizer import TokenCodec, TokenizerConfig, load_tokenizer, tokenizer_hash, train_tokenizer
@@ -147,6 +147,9 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
         rows.append(res)
     if not rows:
         raise RuntimeError(f"every one of {len(pieces)} pieces was rejected; see the reasons above")
+    split_notes = ensure_held_out(rows, cfg.splits)
+    for note in split_notes:
+        log.warning("splits: %s", note)
 
     lap("labels")
 
@@ -230,6 +233,7 @@ def prepare(cfg: DataConfig) -> dict[str, Any]:
     lap("preference_pairs")
     summary = summarise(kept, rejected, time.time() - t0, tok_hash)
     summary["step_seconds"] = steps
+    summary["split_notes"] = split_notes
     if pairs is not None:
         summary["audio_segments"] = pairs["segments"]
         summary["audio_tokens_per_segment"] = pairs["tokens_per_segment_mean"]

@@ -17,12 +17,39 @@ class SplitConfig:
             raise ValueError(f"validation + test must be in [0, 1), got {self.validation} + {self.test}")
 
 
+def position(group: str, cfg: SplitConfig) -> float:
+    """A work's place in [0, 1): a stable hash of its group."""
+    digest = hashlib.sha256(f"{cfg.salt}:{group}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
 def split_of(group: str, cfg: SplitConfig) -> str:
     """Identical on every run and machine; all versions of one work land together."""
-    digest = hashlib.sha256(f"{cfg.salt}:{group}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2**64
+    u = position(group, cfg)
     if u < cfg.test:
         return "test"
     if u < cfg.test + cfg.validation:
         return "validation"
     return "train"
+
+
+def ensure_held_out(rows: list[dict], cfg: SplitConfig) -> list[str]:
+    """A small collection can hash every work into train: then the train work nearest each empty held-out
+    split's range moves there (all its pieces), as long as train keeps a work. Rows change in place;
+    returns what was done or could not be, for the log and the data summary."""
+    notes = []
+    works: dict[str, list[dict]] = {}
+    for r in rows:
+        works.setdefault(r["group"], []).append(r)
+    for split, share in (("validation", cfg.validation), ("test", cfg.test)):
+        if not share or any(r["split"] == split for r in rows):
+            continue
+        train = sorted((position(g, cfg), g) for g, rs in works.items() if all(r["split"] == "train" for r in rs))
+        if len(train) < 2:
+            notes.append(f"no {split} split: {len(works)} works are too few to hold one out")
+            continue
+        group = train[0][1]
+        for r in works[group]:
+            r["split"] = split
+        notes.append(f"no work hashed into {split}; {group} ({len(works[group])} pieces) was moved there")
+    return notes

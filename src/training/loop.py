@@ -73,7 +73,7 @@ class TrainTask(Protocol):
         """Mean loss of a micro-batch (already on the device) and how many units it counted (for units/s)."""
 
     def validate(self, model: torch.nn.Module) -> float:
-        """Validation loss (main rank only; lower is better)."""
+        """Validation loss (main rank only; lower is better); NaN when there is no validation data."""
 
     def extras(self) -> dict[str, Any]:
         """Further checkpoint entries (tokenizer hash, data stats, ...)."""
@@ -271,7 +271,9 @@ def fit(
                 best_val, val = obj
             checkpoint(last, val)
             if info.is_main:
-                if val == best_val:
+                if math.isnan(val) and not (out_dir / "best.pt").is_file():
+                    log.warning("no validation data: best.pt is the latest checkpoint at every evaluation")
+                if val == best_val or math.isnan(val):
                     copy_atomic(last, out_dir / "best.pt")
                 task.on_eval(judged, writer, step)
                 judged.train(judged is raw_model)

@@ -90,7 +90,7 @@ class RendererTask:
                 batch["mel"]
             )
             n += len(batch["mel"])
-        return total / max(n, 1)
+        return total / n if n else float("nan")
 
     def extras(self) -> dict[str, Any]:
         return self._extras
