@@ -120,6 +120,8 @@ def test_folder_source_end_to_end_lists_rejects(tmp_path):
             f"processed_dir={out}",
             "--set",
             "tokenizer.vocab_size=480",
+            "--set",  # never the repository's own pair file (a test once replaced a pipeline's)
+            f"preference.out_path={tmp_path / 'pairs.json'}",
         ]
     )
     assert rc == 0
