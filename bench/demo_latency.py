@@ -44,6 +44,7 @@ def start_server(preset: str, out_dir: Path) -> tuple[subprocess.Popen, str, flo
 
 def one_song(driver, seed: int, renderer: str) -> dict:
     driver.find_element("css selector", "#examples button").click()  # the first example: 32 bars
+    driver.execute_script("document.getElementById('sampling').open = true")  # the seed is under Sampling
     fill(driver, "seed", str(seed))
     driver.find_element("id", f"renderer-{renderer}").click()
     n = driver.execute_script("return window.demoTimings.length")

@@ -71,7 +71,7 @@ def test_checkpoint_selection_prefers_aligned(tmp_path, micro_checkpoint):
     aligned = tmp_path / "aligned/tiny/best.pt"
     aligned.parent.mkdir(parents=True)
     shutil.copy(micro_checkpoint, aligned)
-    assert select_checkpoint(cfg, None) == (aligned, "the first of the config's checkpoints there")
+    assert select_checkpoint(cfg, None) == (aligned, "the first of the configured checkpoints that exists")
     assert select_checkpoint(cfg, str(sup)) == (sup, "--symbolic_ckpt")
     with pytest.raises(FileNotFoundError, match="--symbolic_ckpt"):
         select_checkpoint(cfg, str(tmp_path / "nope.pt"))

@@ -40,7 +40,9 @@ def select_checkpoint(cfg: GenerationConfig, explicit: str | None) -> tuple[Path
             missing = ", ".join(map(str, candidates[:i]))
             return (
                 path,
-                f"{missing} not found; the next in order" if missing else "the first of the config's checkpoints there",
+                f"{missing} not found; the next in order"
+                if missing
+                else "the first of the configured checkpoints that exists",
             )
     raise FileNotFoundError(
         f"no planner checkpoint ({', '.join(map(str, candidates))}); train one with: "

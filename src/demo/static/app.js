@@ -120,7 +120,7 @@ function showResult(job, clicked) {
     `Audio: ${res.renderer}, because ${res.renderer_reason}.`;
   const notes = $("notes");
   notes.innerHTML = "";
-  for (const n of res.notes.length ? res.notes : ["none: every control was followed as asked"]) {
+  for (const n of res.notes.length ? res.notes : ["none (no fallback, reassignment or warning)"]) {
     const li = document.createElement("li"); li.textContent = n; notes.appendChild(li);
   }
 }
