@@ -243,6 +243,22 @@ def test_unseen_time_signature_names_the_known_ones(micro_checkpoint, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_a_mask_that_leaves_nothing_is_said_in_the_notes(micro_checkpoint):
+    """When the static masks leave no token, the grammar alone chooses, and the song's notes say how often."""
+    from src.generation.song import SongGenerator, SongRequest
+    from src.models.builders import codec_from_checkpoint, load_planner
+
+    model, state = load_planner(micro_checkpoint)
+    g = SongGenerator(model, codec_from_checkpoint(state), state["data_stats"])
+    assert not any(
+        "masks left no token" in n for n in g.generate(SongRequest(seed=3), None, parse_form("a:2", 2)).notes
+    )
+    g.static_mask = lambda ts, programs: torch.zeros(len(g.codec.bpe_to_base), dtype=torch.bool)  # nothing left
+    song = g.generate(SongRequest(seed=3), None, parse_form("a:2", 2))
+    assert song.facts["bars"] == 2 and g.fallbacks > 0
+    assert any(f"for {g.fallbacks} token(s)" in n for n in song.notes)
+
+
 def test_no_style_condition(micro_checkpoint):
     """An unlabelled piece's request (style None, e.g. Lakh without a genre) uses the null style."""
     from src.generation.song import SongControls, SongGenerator, SongRequest

@@ -93,6 +93,7 @@ class SongGenerator:
         self.first_pos = torch.from_numpy(codec.first_position)  # keeps positions in order within a bar
         self.last_pos = torch.from_numpy(codec.last_position)
         self.may_close = (self.grammar.table & self.starts_bar[None]).any(-1)  # (V,) a Bar may follow this token
+        self.fallbacks = 0  # tokens of the last sample_tokens call for which the masks left nothing
 
     # ------------------------------------------------------------------ masks
     def static_mask(self, time_signature: str, programs: list[int] | None) -> torch.Tensor:
@@ -156,14 +157,16 @@ class SongGenerator:
         prev, position = BOS, 0
         cap = total * self.controls.max_tokens_per_bar * 2 + 16
         n_tokens = 0
+        self.fallbacks = 0
         while n_tokens < cap:
             allowed = self.grammar.mask(torch.tensor([prev]))[0] & mask
             allowed &= self.starts_bar | (self.first_pos < 0) | (self.first_pos >= position)  # time moves forward
             allowed[EOS] = False  # the song ends when the planned bars are done, not before
             if bars and len(bars[-1]) >= self.controls.max_tokens_per_bar:
                 allowed = self.close_bar(allowed)
-            if not allowed.any():
+            if not allowed.any():  # counted: the song's notes say so
                 allowed = self.grammar.mask(torch.tensor([prev]))[0]
+                self.fallbacks += 1
             probs = filter_logits(logits.cpu(), sampling, allowed[None]).softmax(-1)
             nxt = int(torch.multinomial(probs, 1, generator=gen))
             if self.codec.starts_bar[nxt]:  # the model closes a bar and opens bar len(bars)
@@ -239,21 +242,26 @@ class SongGenerator:
         cond = Conditions.for_song(
             text, req.style, req.emotion, req.tempo, want_key, req.time_signature, programs, sections
         )
-        best: tuple[int, list[int], Any] | None = None
+        best: tuple[int, list[int], Any, int] | None = None
         for attempt in range(self.controls.key_attempts if want_key else 1):
             gen = torch.Generator().manual_seed(req.seed * 1009 + attempt)
             ids = self.sample_tokens(cond, sections, req.sampling, mask, gen, progress)
             score = self.codec.decode(ids)
             if want_key is None:
-                best = (0, ids, score)
+                best = (0, ids, score, self.fallbacks)
                 break
             tonic, mode, _ = estimate_key(notes_array(score))
             miss = int(mode != want_key[1])
             if best is None or miss < best[0]:
-                best = (miss, ids, score)
+                best = (miss, ids, score, self.fallbacks)
             if not miss:
                 break
-        _, ids, score = best
+        _, ids, score, fallbacks = best
+        if fallbacks:
+            notes.append(
+                f"for {fallbacks} token(s) the time-signature, program and position masks left no token; "
+                "the grammar alone chose them"
+            )
         if named:
             score, note = assign_instruments(score, named)
             if note:
