@@ -67,12 +67,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def validate(a: argparse.Namespace, cfg: GenerationConfig) -> tuple[SongRequest, Path]:
     """Every check before anything is written; a ValueError names the flag."""
-    req = song_request(
-        cfg,
-        **{k: getattr(a, k) for k in ("prompt", "style", "emotion", "tempo", "form", "bars_per_section", "key")},
-        time_signature=a.time_signature,
-        **{k: getattr(a, k) for k in ("temperature", "top_p", "top_k", "guidance", "seed")},
-    )
+    fields = ("prompt", "style", "emotion", "tempo", "form", "bars_per_section", "key", "time_signature")
+    fields += ("temperature", "top_p", "top_k", "guidance", "seed")
+    req = song_request(cfg, **{k: getattr(a, k) for k in fields})
     if a.num_samples < 1:
         raise ValueError(f"--num_samples: must be >= 1, got {a.num_samples}")
     if not a.output_name or "/" in a.output_name or a.output_name.startswith("."):

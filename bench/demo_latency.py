@@ -22,6 +22,7 @@ from pathlib import Path
 
 from bench.common import machine, table
 from src.demo.browser import chromium, fill, wait_for
+from src.utils.io import write_json
 
 
 def memory_mb(pid: int) -> dict[str, float]:
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.browser_test:
         result["browser_test"] = browser_test()
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     rows = [r | {"server_rss_mb": r["server_mb"]["VmRSS"]} for r in runs]
     print(table(rows, ["renderer", "seed", "bars", "audio_s", "click_to_audio_s", "server_rss_mb"]))
     print(f"start-up {startup:.1f} s; memory idle {idle}, after {after}; browser test {result.get('browser_test')}")

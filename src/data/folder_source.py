@@ -9,6 +9,8 @@ from src.data.sources import RawPiece, Rejection, normalise_title, safe_name
 from src.music.vocab import STYLES
 from src.utils.io import sha256_file
 
+MIDI_SUFFIXES = (".mid", ".midi")
+
 
 @dataclass
 class FolderSourceConfig:
@@ -36,13 +38,13 @@ class FolderSource:
             raise FileNotFoundError(f"folder source '{self.name}': {root} is not a directory")
         pieces, rejected = [], []
         files = sorted(f for f in root.rglob("*") if f.is_file())
-        digest = {f: sha256_file(f) for f in files if f.suffix.lower() in (".mid", ".midi")}
+        digest = {f: sha256_file(f) for f in files if f.suffix.lower() in MIDI_SUFFIXES}
         kept: dict[str, Path] = {}  # MIDI bytes' hash -> the file kept: the one nearest the folder's top
         for f in sorted(digest, key=lambda f: (len(f.relative_to(root).parts), f)):
             kept.setdefault(digest[f], f)
         for f in files:
             rel = f.relative_to(root)
-            if f.suffix.lower() not in (".mid", ".midi"):
+            if f.suffix.lower() not in MIDI_SUFFIXES:
                 rejected.append(Rejection(str(f), f"not a MIDI file (suffix '{f.suffix}')", self.name))
                 continue
             first = kept[digest[f]]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from src.generation.config import GenerationConfig
-from src.generation.demos import DEMOS
+from src.generation.demos import demo_requests
 from src.generation.request import TEMPO_RANGE, song_request
 from src.generation.run import SongMaker
 from src.generation.song import RequestError, SongRequest
@@ -132,32 +132,23 @@ class DemoApp:
 
     # ------------------------------------------------------------------ what the page shows
     def info(self) -> dict[str, Any]:
-        m = self.maker
-        known = sorted(s for s in (m.data_stats["styles"] if m else {}) if s in STYLES)
-        examples = [
-            {
-                "prompt": prompt,
-                "style": next((s for s in styles if s in known), styles[0]),
-                "emotion": emotion,
-                "tempo": tempo,
-                "form": form,
-                "key": key,
-            }
-            for emotion, (styles, prompt, tempo, form, key) in DEMOS.items()
-        ]
+        m = self.maker.generator if self.maker else None
+        known = m.known_styles if m else []
+        fields = ("prompt", "style", "emotion", "tempo", "form", "key")
+        examples = [{k: getattr(req, k) for k in fields} for _, req in demo_requests(known)]
         return {
             "problem": self.problem,
-            "checkpoint": m.checkpoint if m else None,
+            "checkpoint": self.maker.checkpoint if self.maker else None,
             "neural": {
-                "available": bool(m and m.neural),
-                "name": m.neural_name if m else "",
-                "reason": m.neural_reason if m else "",
+                "available": bool(self.maker and self.maker.neural),
+                "name": self.maker.neural_name if self.maker else "",
+                "reason": self.maker.neural_reason if self.maker else "",
             },
             "styles": list(STYLES),
             "known_styles": known,
             "emotions": list(EMOTIONS),
             "keys": [f"{t} {mode}" for mode in ("major", "minor") for t in PITCH_CLASSES],
-            "time_signatures": [t for t in TIME_SIGNATURES if m and t in m.data_stats.get("time_signatures", {})],
+            "time_signatures": [t for t in TIME_SIGNATURES if m and t in m.time_signatures],
             "default_forms": self.cfg.default_forms,
             "default_tempo": self.cfg.default_tempo,
             "tempo_range": list(TEMPO_RANGE),
@@ -170,13 +161,12 @@ class DemoApp:
     def prompt_words(self, prompt: str) -> dict[str, Any]:
         """What stage 5 reads from a prompt's words: the instruments (and whether the checkpoint has seen
         them) and a metre."""
-        counts = self.maker.data_stats["program_counts"] if self.maker else {}
-        least = self.cfg.controls.min_program_pieces
+        named = instruments_in_prompt(prompt)
+        unseen = set(self.maker.generator.unseen([p for _, p in named])) if self.maker else set()
         metre = metre_in_prompt(prompt)
         return {
             "instruments": [
-                {"word": w, "program": p, "name": instrument_name(p), "seen": counts.get(p, 0) >= least}
-                for w, p in instruments_in_prompt(prompt)
+                {"word": w, "program": p, "name": instrument_name(p), "seen": p not in unseen} for w, p in named
             ],
             "metre": {"word": metre[0], "time_signature": metre[1]} if metre else None,
         }

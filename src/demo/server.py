@@ -77,7 +77,7 @@ class Handler(BaseHTTPRequestHandler):
         parts = [p for p in url.path.split("/") if p]
         if not parts:
             return self.send_file(STATIC / "index.html", False)
-        if parts[0] == "static" and len(parts) == 2 and (STATIC / parts[1]).is_file() and parts[1] != "..":
+        if parts[0] == "static" and len(parts) == 2 and (STATIC / parts[1]).is_file():
             return self.send_file(STATIC / parts[1], False)
         if parts == ["api", "info"]:
             return self.send_json(HTTPStatus.OK, self.app.info())
@@ -114,9 +114,7 @@ class Handler(BaseHTTPRequestHandler):
             job = self.app.submit(fields)
         except RequestError as e:
             return self.send_json(HTTPStatus.BAD_REQUEST, {"field": e.field, "error": e.message})
-        except OverflowError as e:
-            return self.send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"field": "", "error": str(e)})
-        except RuntimeError as e:  # no checkpoint
+        except (OverflowError, RuntimeError) as e:  # the queue is full; no checkpoint
             return self.send_json(HTTPStatus.SERVICE_UNAVAILABLE, {"field": "", "error": str(e)})
         self.send_json(HTTPStatus.ACCEPTED, {"id": job.id})
 

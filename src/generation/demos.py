@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from src.generation.config import GenerationConfig
@@ -45,6 +46,27 @@ DEMOS = {
 }
 
 
+def demo_requests(known_styles: Iterable[str]) -> list[tuple[str, SongRequest]]:
+    """(name, request) of each demo song, in the first of its styles that the checkpoint knows."""
+    known = set(known_styles)
+    return [
+        (
+            f"demo_{emotion.lower()}",
+            SongRequest(
+                prompt=prompt,
+                style=next((s for s in styles if s in known), styles[0]),
+                emotion=emotion,
+                tempo=tempo,
+                form=form,
+                key=key,
+                seed=100 + i,
+                sampling=SamplingConfig(temperature=0.9, top_p=0.95),
+            ),
+        )
+        for i, (emotion, (styles, prompt, tempo, form, key)) in enumerate(DEMOS.items())
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_config_args(ap, "config/generation.yaml")
@@ -63,28 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     digest = sha256_file(ckpt)[:16]
     renderer = Path(cfg.renderer_checkpoint.format(preset=cfg.preset))
     renderer_digest = sha256_file(renderer)[:16] if renderer.is_file() else None
-    known = load_checkpoint(ckpt)["data_stats"]["styles"]
     out = Path(cfg.output_dir)
     jobs = []
-    for i, (emotion, (styles, prompt, tempo, form, key)) in enumerate(DEMOS.items()):
-        style = next((s for s in styles if s in known), styles[0])
-        name = f"demo_{emotion.lower()}"
+    for name, req in demo_requests(load_checkpoint(ckpt)["data_stats"]["styles"]):
         meta = out / f"{name}.json"
         if not args.force and meta.is_file():
             old = json.loads(meta.read_text())
             if old["checkpoint"]["sha256"] == digest and old["render"].get("checkpoint_sha256") == renderer_digest:
                 log.info("%s: up to date", name)
                 continue
-        req = SongRequest(
-            prompt=prompt,
-            style=style,
-            emotion=emotion,
-            tempo=tempo,
-            form=form,
-            key=key,
-            seed=100 + i,
-            sampling=SamplingConfig(temperature=0.9, top_p=0.95),
-        )
         jobs.append((req, name))
     if jobs:
         run_generation(jobs, cfg, out, 1, None, None, False)

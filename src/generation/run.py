@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +16,13 @@ from src.data.render import find_soundfont, render_midi
 from src.generation.config import GenerationConfig
 from src.generation.neural_render import NeuralRenderer
 from src.generation.outputs import write_json, write_midi, write_picture, write_wav
-from src.generation.song import SongGenerator, SongRequest
+from src.generation.song import Progress, SongGenerator, SongRequest
 from src.models.builders import codec_from_checkpoint, load_planner
 from src.models.text_encoder import embed_texts
 from src.music.form import parse_form
 from src.utils.io import sha256_file
 
 log = logging.getLogger("generate")
-Progress = Callable[[str, int, int], None]  # (stage: "plan" | "render", done, total)
 
 
 def select_checkpoint(cfg: GenerationConfig, explicit: str | None) -> tuple[Path, str]:
@@ -98,7 +96,6 @@ class SongMaker:
             "tokenizer_hash": state["tokenizer_hash"],
             "reason": why,
         }
-        self.data_stats: dict[str, Any] = state["data_stats"]
         self.neural, self.neural_name, self.neural_reason = select_renderer(
             cfg, renderer_ckpt, skip_neural_render, state["tokenizer_hash"]
         )

@@ -198,16 +198,32 @@ class SongGenerator:
             raise RuntimeError(f"generation produced {len(bars)} of {total} bars within {cap} tokens")
         return [BOS] + [t for bar in bars for t in bar]
 
-    # ------------------------------------------------------------------ post-processing
+    # ------------------------------------------------------------------ what the checkpoint knows
+    @property
+    def known_styles(self) -> list[str]:
+        return sorted(s for s in self.stats["styles"] if s in STYLES)
+
+    @property
+    def time_signatures(self) -> list[str]:
+        """Every metre of the training data, commonest first (empty for checkpoints that did not record them)."""
+        metres = self.stats.get("time_signatures", {})
+        return sorted(metres, key=metres.get, reverse=True)
+
+    def unseen(self, programs: list[int]) -> list[int]:
+        """The programs the checkpoint has (almost) never seen: in fewer than ``min_program_pieces`` pieces."""
+        counts = self.stats["program_counts"]
+        return [p for p in programs if counts.get(p, 0) < self.controls.min_program_pieces]
+
     def check(self, req: SongRequest) -> None:
         """What this checkpoint cannot do: a metre it has never seen (a RequestError naming the ones it knows)."""
-        metres = self.stats.get("time_signatures", {})
-        if metres and req.time_signature not in metres:
-            known = ", ".join(m for m in sorted(metres, key=metres.get, reverse=True) if m in TIME_SIGNATURES)
+        seen = self.time_signatures
+        if seen and req.time_signature not in seen:
+            known = ", ".join(m for m in seen if m in TIME_SIGNATURES)
             raise RequestError(
                 "time_signature", f"the checkpoint has never seen {req.time_signature}; it knows {known}"
             )
 
+    # ------------------------------------------------------------------ generation and post-processing
     def generate(
         self, req: SongRequest, text: np.ndarray | None, sections: list[Section], progress: Progress | None = None
     ) -> Song:
@@ -215,15 +231,14 @@ class SongGenerator:
             raise ValueError(f"unknown style {req.style!r} or emotion {req.emotion!r}")
         self.check(req)
         notes: list[str] = []
-        known_styles = sorted(s for s in self.stats["styles"] if s in STYLES)
+        known_styles = self.known_styles
         if req.style is not None and req.style not in known_styles:
             notes.append(
                 f"warning: the checkpoint has no training data for style {req.style}; "
                 f"it knows {', '.join(known_styles)}"
             )
         named = [p for _, p in instruments_in_prompt(req.prompt)]
-        counts = self.stats["program_counts"]
-        unseen = [p for p in named if counts.get(p, 0) < self.controls.min_program_pieces]
+        unseen = self.unseen(named)
         if named:
             programs = named
         else:
