@@ -20,8 +20,8 @@ import torch
 from bench.common import machine, sync, table
 from src.models.audio_renderer import AudioRenderer
 from src.models.diffusion import alphas_cumprod, ddim_sample
-from src.training.loop import autocast
-from src.training.renderer import RendererTrainingConfig, diffusion_loss
+from src.training.loop import SampleRandom, autocast
+from src.training.renderer import RendererTrainingConfig, diffusion_loss, training_draws
 from src.utils.config import load_config
 
 MEL = {"tiny": 64, "small": 128, "full": 128}  # n_mels of config/data_<preset>.yaml
@@ -53,13 +53,14 @@ def bench(preset: str, device: torch.device, steps: int, reps: int) -> dict:
     batch = inputs(model, B, device)
     abar = alphas_cumprod(model.cfg.diffusion)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    gen = torch.Generator().manual_seed(0)
+    keys = torch.arange(B)
     times = []
     for i in range(reps + 2):
         sync(device)
         t = time.perf_counter()
         with autocast(tc.amp, device):
-            loss = diffusion_loss(model, batch, abar, model.cfg.diffusion.prediction, gen, 0.1)
+            draws = training_draws(SampleRandom(keys + i), batch["mel"].shape[1:], len(abar))
+            loss = diffusion_loss(model, batch, abar, model.cfg.diffusion.prediction, draws, 0.1)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -14,6 +14,7 @@ from src.data.preferences import PreferenceConfig
 from src.data.prepare import DataConfig, prepare
 from src.models.audio_renderer import RendererConfig
 from src.models.symbolic_planner import PlannerConfig
+from src.training.dpo import AlignmentConfig, DPOTrainConfig
 from src.training.renderer import RendererTrainConfig, RendererTrainingConfig
 from src.training.symbolic import SymbolicConfig, TrainConfig
 
@@ -99,6 +100,21 @@ def micro_renderer_config(data_dir: str, out: Path, **train) -> RendererTraining
     )
     return micro_stage(
         RendererTrainingConfig, RendererTrainConfig, model, data_dir, out, train, ema_decay=0.9, val_segments=4
+    )
+
+
+def micro_alignment_config(data_dir: str, pref_data: str, ckpt: Path, out: Path, **train) -> AlignmentConfig:
+    """DPO of a micro planner on the micro corpus's synthetic pairs, a few steps."""
+    base = dict(max_steps=2, global_batch=4, micro_batch=2, lr=1e-3, warmup_steps=1, eval_every=2, log_every=1)
+    tc = DPOTrainConfig(**{**base, **train, "device": "cpu"})
+    return AlignmentConfig(
+        symbolic_ckpt=str(ckpt),
+        data_dir=data_dir,
+        pref_data=pref_data,
+        out_dir=str(out / "ckpt"),
+        run_dir=str(out / "runs"),
+        run_name="t",
+        train=tc,
     )
 
 

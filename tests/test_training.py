@@ -24,7 +24,7 @@ from src.training.datasets import AudioPairDataset, PlannerDataset, TokenDataset
 from src.training.dpo import dpo_loss, reference_copy, sequence_logps
 from src.training.symbolic import SymbolicConfig, train
 from src.utils.config import save_config
-from tests.conftest import ROOT, micro_planner_config, micro_renderer_config
+from tests.conftest import ROOT, micro_alignment_config, micro_planner_config, micro_renderer_config
 
 
 def test_dataset_transposition(micro_data):
@@ -139,19 +139,40 @@ def test_refuses_other_tokenizer(micro_data, tmp_path):
         train(micro_planner_config(dcfg.processed_dir, tmp_path, max_steps=2, eval_every=1))
 
 
-def test_ddp_matches_single_process(micro_data, tmp_path):
-    """torchrun with 2 gloo ranks: parameters identical across ranks and equal to one process
-    with the same global batch (every window full, so per-rank means weigh tokens equally)."""
-    dcfg, _ = micro_data
-    single = micro_planner_config(dcfg.processed_dir, tmp_path / "single", max_steps=3, eval_every=3, cond_dropout={})
-    ref = train(single)["model"].state_dict()
-    ddp = micro_planner_config(dcfg.processed_dir, tmp_path / "ddp", max_steps=3, eval_every=3, cond_dropout={})
+STAGES = ("symbolic", "renderer", "alignment")
+
+
+def stage_run(stage: str, request, out: Path, **train):
+    """(config, train function) of a micro run of ``stage`` with its condition dropout on."""
+    import importlib
+
+    dcfg, _ = request.getfixturevalue("micro_data")
+    mod = importlib.import_module(f"src.training.{stage}")
+    if stage == "symbolic":
+        train.setdefault("cond_dropout", {f: 0.3 for f in ("text", "style", "emotion", "tempo", "key", "plan")})
+        return micro_planner_config(dcfg.processed_dir, out, **train), mod.train
+    if stage == "renderer":
+        return micro_renderer_config(dcfg.processed_dir, out, **{"cond_dropout": 0.5, **train}), mod.train
+    ckpt = request.getfixturevalue("micro_checkpoint")
+    return micro_alignment_config(dcfg.processed_dir, dcfg.preference.out_path, ckpt, out, **train), mod.train
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_ddp_matches_single_process(stage, request, tmp_path):
+    """torchrun with 2 gloo ranks, condition dropout on: parameters identical across ranks and equal to one
+    process with the same global batch (each example draws its own dropout and noise, whichever rank has it).
+    Two steps of 4 stay inside the first epoch (an epoch's end drops a different remainder per rank).
+    Float sums differ in order, and Adam turns a gradient that is ~0 in theory (a bias before a group norm)
+    into a full step of either sign: so all but 0.1% of the values must agree to 2e-5, and all to 2 steps."""
+    single, fit_fn = stage_run(stage, request, tmp_path / "single", max_steps=2, eval_every=2)
+    ref = fit_fn(single)["model"].state_dict()
+    ddp, _ = stage_run(stage, request, tmp_path / "ddp", max_steps=2, eval_every=2)
     Path(ddp.out_dir).mkdir(parents=True)
     save_config(ddp, tmp_path / "ddp.yaml")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     proc = subprocess.run(
-        [*torchrun, str(ROOT / "tests/ddp_worker.py"), str(tmp_path / "ddp.yaml")],
+        [*torchrun, str(ROOT / "tests/ddp_worker.py"), stage, str(tmp_path / "ddp.yaml")],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -161,10 +182,35 @@ def test_ddp_matches_single_process(micro_data, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0 = torch.load(Path(ddp.out_dir) / "rank0.pt", weights_only=True)
     r1 = torch.load(Path(ddp.out_dir) / "rank1.pt", weights_only=True)
+    off, total = 0, 0
     for name in ref:
         assert torch.equal(r0[name], r1[name]), name
-        torch.testing.assert_close(r0[name], ref[name], atol=2e-5, rtol=1e-4)
-    assert not torch.equal(r0["tok.weight"], load_planner_init(ddp)["tok.weight"])
+        diff = (r0[name].float() - ref[name].float()).abs()
+        off, total = off + int((diff > 2e-5 + 1e-4 * ref[name].float().abs()).sum()), total + diff.numel()
+        assert float(diff.max()) <= 2 * 2 * single.train.lr, name
+    assert off <= total / 1000, f"{off} of {total} values differ from one process's"
+    if stage == "symbolic":
+        assert not torch.equal(r0["tok.weight"], load_planner_init(ddp)["tok.weight"])
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_resume_is_exact_with_dropout_on(stage, request, tmp_path):
+    """Interrupted after step 2 (a checkpoint, then a fresh process's resume) with layer and condition dropout
+    on: the parameters equal those of an uninterrupted run."""
+    drop = {"symbolic": {}, "renderer": {}, "alignment": {"policy_dropout": 0.2}}[stage]
+    straight, fit_fn = stage_run(stage, request, tmp_path / "straight", max_steps=4, eval_every=4, **drop)
+    resumed, _ = stage_run(stage, request, tmp_path / "resumed", max_steps=4, eval_every=4, **drop)
+    for cfg in (straight, resumed):
+        if stage == "symbolic":
+            cfg.model.dropout = 0.2
+        if stage == "renderer":
+            cfg.model.dropout = 0.2
+    a = fit_fn(straight)["model"].state_dict()
+    fit_fn(resumed, stop_after=2)
+    torch.manual_seed(1234)  # the process's RNG is elsewhere when it resumes
+    b = fit_fn(resumed)["model"].state_dict()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
 
 
 def load_planner_init(cfg: SymbolicConfig) -> dict:

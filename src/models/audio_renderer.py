@@ -184,7 +184,7 @@ class AudioRenderer(nn.Module):
         B, _, _, T = roll.shape
         mem = self.tokens(tokens, tokens_mask)
         pad = ~tokens_mask
-        if drop is not None and drop.any():
+        if drop is not None:  # always in the graph while training: DDP expects a gradient for null_memory
             d = drop[:, None, None]
             mem = torch.where(d, self.null_memory.expand_as(mem), mem)
             pad = torch.where(drop[:, None], torch.arange(pad.shape[1], device=pad.device)[None] > 0, pad)

@@ -195,12 +195,12 @@ def drop_fields(cond: dict[str, torch.Tensor], drop: torch.Tensor, cfg: Conditio
 
 
 def random_drop(
-    cond: dict[str, torch.Tensor], probs: dict[str, float], cfg: ConditionShape, generator: torch.Generator
+    cond: dict[str, torch.Tensor], probs: dict[str, float], cfg: ConditionShape, u: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """Condition dropout: each field of each example independently, with its probability."""
-    B = cond["style"].shape[0]
+    """Condition dropout: each field of each example independently, with its probability
+    (``u`` [B, n_fields] uniform draws in COND_FIELDS order)."""
     p = torch.tensor([probs.get(f, 0.0) for f in COND_FIELDS])
-    drop = torch.rand(B, len(COND_FIELDS), generator=generator) < p
+    drop = u < p
     return drop_fields(cond, drop.to(cond["style"].device), cfg)
 
 

@@ -4,6 +4,13 @@ A stage supplies a model, a dataset and a :class:`TrainTask` (its loss, its vali
 what its checkpoints carry); :func:`fit` does the rest: AdamW with warmup + cosine, gradient
 accumulation with ``no_sync``, clipping, AMP on GPU, optional EMA weights, TensorBoard,
 atomic ``last.pt`` / ``best.pt`` with every rank's RNG, and exact resume from ``last.pt``.
+
+Randomness: a task draws its own (condition dropout, diffusion timesteps and noise) from
+:class:`SampleRandom`, one generator per example seeded by (seed, epoch, dataset index), so an
+example gets the same draws whichever rank and micro-batch it lands in: DDP equals one process
+with the same global batch. Layer dropout uses each rank's global RNG, which is checkpointed;
+validation and samples run on a forked RNG and data loaders have their own generator, so neither
+moves it, and a resumed run equals an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset
@@ -61,6 +69,45 @@ class LoopConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
 
+class SampleRandom:
+    """The random numbers of one micro-batch, drawn row by row from each example's own generator."""
+
+    def __init__(self, keys: torch.Tensor):  # keys [B] int64, from sample_key
+        self.gens = [torch.Generator().manual_seed(int(k)) for k in keys.tolist()]
+
+    def rand(self, *shape: int) -> torch.Tensor:  # [B, *shape] in [0, 1)
+        return torch.stack([torch.rand(shape, generator=g) for g in self.gens])
+
+    def randn(self, *shape: int) -> torch.Tensor:  # [B, *shape] standard normal
+        return torch.stack([torch.randn(shape, generator=g) for g in self.gens])
+
+    def randint(self, high: int, *shape: int) -> torch.Tensor:  # [B, *shape] in [0, high)
+        return torch.stack([torch.randint(0, high, shape, generator=g) for g in self.gens])
+
+
+def sample_key(seed: int, epoch: int, index: int) -> int:
+    """The seed of example ``index``'s generator in ``epoch`` (a hash: no two nearby triples collide)."""
+    return int(np.random.SeedSequence((seed, epoch, index)).generate_state(1)[0])
+
+
+class KeyedDataset(Dataset):
+    """A training set whose items also carry their ``sample_key`` for the epoch."""
+
+    def __init__(self, ds: Dataset, seed: int):
+        self.ds, self.seed, self.epoch = ds, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.ds, "set_epoch"):
+            self.ds.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {**self.ds[i], "sample_key": sample_key(self.seed, self.epoch, i)}
+
+
 class TrainTask(Protocol):
     """What a stage adds to the shared loop."""
 
@@ -68,7 +115,7 @@ class TrainTask(Protocol):
     model_config: dict[str, Any]  # stored in checkpoints; a resumed run must match it
 
     def loss(
-        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], gen: torch.Generator
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], rand: SampleRandom
     ) -> tuple[torch.Tensor, int]:
         """Mean loss of a micro-batch (already on the device) and how many units it counted (for units/s)."""
 
@@ -152,7 +199,7 @@ def fit(
         opt, lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
     )
     scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda" and cfg.amp == "fp16")
-    gen = torch.Generator().manual_seed(cfg.seed * 1000 + info.rank)  # the task's own randomness
+    keyed = KeyedDataset(train_ds, cfg.seed)
     step, epoch, batch_in_epoch, best_val = 0, 0, 0, math.inf
     if state is not None:
         model.load_state_dict(state["model"])
@@ -164,7 +211,6 @@ def fit(
         step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         best_val = state["best_val"]
         set_rng_state(state["rng"][info.rank] if info.rank < len(state["rng"]) else state["rng"][0])
-        gen.set_state(state["gen"][min(info.rank, len(state["gen"]) - 1)])
         if info.is_main:
             log.info("resumed from %s at step %d", last, step)
 
@@ -173,6 +219,8 @@ def fit(
         model = torch.compile(model)
     if info.enabled:
         model = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        if ema is not None and state is None:  # DDP gave every rank rank 0's initial weights: so must the EMA
+            ema.load_state_dict(raw_model.state_dict())
     writer = None
     if info.is_main:
         from torch.utils.tensorboard import SummaryWriter
@@ -184,20 +232,21 @@ def fit(
         nonlocal epoch, batch_in_epoch
         while True:
             sampler.set_epoch(epoch, batch_in_epoch * cfg.micro_batch)
-            if hasattr(train_ds, "set_epoch"):
-                train_ds.set_epoch(epoch)
-            loader = DataLoader(train_ds, cfg.micro_batch, sampler=sampler, num_workers=cfg.num_workers, drop_last=True)
+            keyed.set_epoch(epoch)
+            own = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # not the global RNG: exact resume
+            loader = DataLoader(
+                keyed, cfg.micro_batch, sampler=sampler, num_workers=cfg.num_workers, drop_last=True, generator=own
+            )
             for b in loader:
                 batch_in_epoch += 1
                 yield b
             epoch, batch_in_epoch = epoch + 1, 0
 
     def checkpoint(path: Path, val: float) -> None:
-        rngs, gens = [rng_state()], [gen.get_state()]
+        rngs = [rng_state()]
         if info.enabled:  # every rank's RNG, so each resumes its own stream
-            rngs, gens = [None] * info.world_size, [None] * info.world_size
+            rngs = [None] * info.world_size
             torch.distributed.all_gather_object(rngs, rng_state())
-            torch.distributed.all_gather_object(gens, gen.get_state())
         if info.is_main:
             save_checkpoint(
                 path,
@@ -215,22 +264,24 @@ def fit(
                     "best_val": best_val,
                     "val_loss": val,
                     "rng": rngs,
-                    "gen": gens,
                     "config": config,
                     **task.extras(),
                 },
             )
 
     it = batches()
+    forked = [dev.index] if dev.type == "cuda" else []
     model.train()
     t_log, units, val = time.time(), 0, float("nan")
     while step < min(cfg.max_steps, stop_after or cfg.max_steps):
         loss_sum = torch.zeros((), device=dev)
         for micro in range(accum):
-            batch = {k: v.to(dev, non_blocking=True) for k, v in next(it).items()}
+            batch = next(it)
+            rand = SampleRandom(batch.pop("sample_key"))
+            batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
             sync = contextlib.nullcontext() if (not info.enabled or micro == accum - 1) else model.no_sync()
             with sync, autocast(cfg.amp, dev):
-                loss, n = task.loss(model, batch, gen)
+                loss, n = task.loss(model, batch, rand)
                 scaler.scale(loss / accum).backward()
             loss_sum += loss.detach() / accum
             units += n * info.world_size
@@ -260,7 +311,8 @@ def fit(
         if step % cfg.eval_every == 0 or step in (cfg.max_steps, stop_after):
             judged = ema if ema is not None else raw_model
             if info.is_main:
-                val = task.validate(judged)
+                with torch.random.fork_rng(devices=forked):  # validation leaves the training RNG as it was
+                    val = task.validate(judged)
                 judged.train(judged is raw_model)
                 writer.add_scalar("val/loss", val, step)
                 log.info("step %d val loss %.4f", step, val)
@@ -275,7 +327,8 @@ def fit(
                     log.warning("no validation data: best.pt is the latest checkpoint at every evaluation")
                 if val == best_val or math.isnan(val):
                     copy_atomic(last, out_dir / "best.pt")
-                task.on_eval(judged, writer, step)
+                with torch.random.fork_rng(devices=forked):
+                    task.on_eval(judged, writer, step)
                 judged.train(judged is raw_model)
     if writer is not None:
         writer.close()

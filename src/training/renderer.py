@@ -50,18 +50,22 @@ def diffusion_loss(
     batch: dict[str, torch.Tensor],
     abar: torch.Tensor,
     prediction: str,
-    gen: torch.Generator,
+    draws: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     cond_dropout: float = 0.0,
 ) -> torch.Tensor:
-    """DDPM loss (Ho et al. 2020, eq. 14, with the v or eps target): t ~ U{0..T-1}, eps ~ N(0, I)."""
+    """DDPM loss (Ho et al. 2020, eq. 14, with the v or eps target) for ``draws`` = (t [B] ~ U{0..T-1},
+    eps ~ N(0, I) like the mels, u [B] ~ U[0, 1): a row's condition is dropped where u < cond_dropout)."""
     x0 = batch["mel"]
-    B = x0.shape[0]
-    t = torch.randint(0, len(abar), (B,), generator=gen)
-    noise = torch.randn(x0.shape, generator=gen).to(x0.device)
-    drop = (torch.rand(B, generator=gen) < cond_dropout).to(x0.device)
+    t, noise, u = draws
+    noise, drop = noise.to(x0.device), (u < cond_dropout).to(x0.device)
     x_t = q_sample(x0, t, noise, abar)
     out = model(x_t, t.to(x0.device), batch["tokens"], batch["tokens_mask"], batch["roll"], drop)
     return F.mse_loss(out.float(), training_target(x0, noise, t, abar, prediction))
+
+
+def training_draws(rand, mel_shape: torch.Size, n_steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each example's (t, eps, u) for :func:`diffusion_loss`, from its own generator (a ``SampleRandom``)."""
+    return rand.randint(n_steps), rand.randn(*mel_shape), rand.rand()
 
 
 class RendererTask:
@@ -73,8 +77,11 @@ class RendererTask:
         self.abar = alphas_cumprod(mcfg.diffusion)
         self._extras = extras
 
-    def loss(self, model, batch, gen):
-        loss = diffusion_loss(model, batch, self.abar, self.mcfg.diffusion.prediction, gen, self.cfg.train.cond_dropout)
+    def loss(self, model, batch, rand):
+        draws = training_draws(rand, batch["mel"].shape[1:], len(self.abar))
+        loss = diffusion_loss(
+            model, batch, self.abar, self.mcfg.diffusion.prediction, draws, self.cfg.train.cond_dropout
+        )
         return loss, batch["mel"].shape[0]
 
     @torch.no_grad()
@@ -86,9 +93,10 @@ class RendererTask:
         total, n = 0.0, 0
         for batch in DataLoader(self.val_ds, batch_size=16):
             batch = {k: v.to(dev) for k, v in batch.items()}
-            total += float(diffusion_loss(model, batch, self.abar, self.mcfg.diffusion.prediction, gen)) * len(
-                batch["mel"]
-            )
+            B = len(batch["mel"])
+            t = torch.randint(0, len(self.abar), (B,), generator=gen)
+            draws = (t, torch.randn(batch["mel"].shape, generator=gen), torch.rand(B, generator=gen))
+            total += float(diffusion_loss(model, batch, self.abar, self.mcfg.diffusion.prediction, draws)) * B
             n += len(batch["mel"])
         return total / n if n else float("nan")
 

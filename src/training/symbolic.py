@@ -100,8 +100,9 @@ class PlannerTask:
         self.tok_hash, self.stats, self.val_ds, self.sample_ds = tok_hash, stats, val_ds, sample_ds
         self.data_dir = Path(cfg.data_dir)
 
-    def loss(self, model, batch, gen):
-        cond = random_drop({k: batch[k] for k in CONDITION_TENSORS}, self.cfg.train.cond_dropout, self.mcfg, gen)
+    def loss(self, model, batch, rand):
+        u = rand.rand(len(COND_FIELDS))
+        cond = random_drop({k: batch[k] for k in CONDITION_TENSORS}, self.cfg.train.cond_dropout, self.mcfg, u)
         return lm_loss(model, batch, cond), int((batch["y"] != IGNORE).sum())
 
     def validate(self, model) -> float:
