@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -37,6 +38,10 @@ def test_splits_deterministic_and_disjoint(micro_data):
         groups.setdefault(r["group"], set()).add(r["split"])
         assert r["split"] == split_of(r["group"], cfg.splits)
     assert all(len(s) == 1 for s in groups.values()), "a work appears in two splits"
+    bach = [r for r in rows if r["id"].startswith("music21/bach/")]
+    assert len(bach) >= 5 and any("-" in r["id"] for r in bach)
+    for r in bach:  # a work is its catalogue number: movements and variants ("-inst", "-a") of one BWV together
+        assert r["group"] == "bach/" + re.match(r"bwv\d+", r["id"].split("/")[-1])[0], r["id"]
     ids = {s: {r["id"] for r in rows if r["split"] == s} for s in ("train", "validation", "test")}
     assert not (ids["train"] & ids["validation"]) and not (ids["train"] & ids["test"])
     # stable values: a changed hash would reshuffle every user's splits
@@ -368,3 +373,26 @@ def test_stage1_rewrites_a_pair_file_another_run_replaced(micro_data):
     path.write_text(json.dumps({"tokenizer_hash": "another", "pairs": []}))
     prepare(dcfg)
     assert path.read_bytes() == before  # rebuilt, identically (seeded)
+
+
+@pytest.mark.parametrize(
+    "title, group",
+    [
+        ("bwv250", "bwv250"),  # a chorale's number names the work (it used to lose its "v250")
+        ("bwv251.mxl", "bwv251"),
+        ("bwv244.3", "bwv244"),  # movement 3 of one work
+        ("bwv190.7-inst", "bwv190"),  # its instrumental variant
+        ("song1", "song1"),
+        ("song2.mid", "song2"),
+        ("track_02", "track02"),
+        ("Yesterday.1", "yesterday"),  # Lakh's second version of a title
+        ("Yesterday", "yesterday"),
+        ("tune_v2", "tune"),
+        ("Tune take 3", "tune"),
+        ("Tune (version 2)", "tune"),
+    ],
+)
+def test_work_groups_keep_the_numbers_that_name_a_work(title, group):
+    from src.data.sources import normalise_title
+
+    assert normalise_title(title) == group

@@ -47,7 +47,13 @@ def safe_name(text: str) -> str:
 
 
 def normalise_title(text: str) -> str:
-    """Group key for versions of one work: lower case letters and digits only."""
+    """Group key for versions of one work: lower case letters and digits only.
+
+    Dropped at the end: a variant word after a number ("bwv190.7-inst", "bwv69.6-a"), then a ".N"
+    (Lakh's "Title.1" versions, a movement "bwv244.3") or a version word standing alone ("_v2",
+    " take 3", " (version 2)"). Kept: numbers that name the work ("bwv250", "song1", "track_02").
+    """
     text = re.sub(r"\.(mid|midi|abc|krn|mxl|xml|musicxml)$", "", text.lower())
-    text = re.sub(r"([._ -]?(v|version|take)?\d+)$", "", text) or text
+    text = re.sub(r"(?<=\d)[._ -][a-z]{1,5}$", "", text)
+    text = re.sub(r"(\.\d+|(?:^|[._ (-])(?:v|version|take)[._ -]?\d+\)?)$", "", text) or text
     return re.sub(r"[^a-z0-9]+", "", text) or text
