@@ -16,7 +16,7 @@ import torch
 
 from src.models.builders import load_codec, load_planner, resolve_planner_config
 from src.models.sampling import Grammar, SamplingConfig, generate
-from src.models.symbolic_planner import SymbolicPlanner
+from src.models.symbolic_planner import PlannerConfig, SymbolicPlanner
 from src.models.text_encoder import caption_embeddings
 from src.music.conditions import Conditions, batch
 from src.music.tokenizer import BOS, IGNORE, TokenCodec, load_tokenizer, note_multiset
@@ -232,14 +232,14 @@ def test_dpo_loss_equals_a_hand_computation():
 
 
 def test_logps_cover_only_continuation_tokens(micro_checkpoint):
-    from src.models.builders import load_planner
+    from src.data.preferences import Pair
+    from src.models.builders import codec_from_checkpoint, load_planner
     from src.training.datasets import PreferenceDataset
 
     model, _ = load_planner(micro_checkpoint)
-    from src.data.preferences import Pair
 
     pair = Pair("p", {"style": "FOLK"}, prompt=[10, 11, 12], chosen=[20, 21], rejected=[30, 31, 32])
-    item = PreferenceDataset([pair], model.cfg, {})[0]
+    item = PreferenceDataset([pair], model.cfg, {}, codec_from_checkpoint(_))[0]
     y = item["y_chosen"]
     assert (y != IGNORE).sum() == 2 and y[3] == 20 and y[4] == 21  # targets after BOS + 3 prompt tokens
     assert (item["y_rejected"] != IGNORE).sum() == 3
@@ -254,6 +254,51 @@ def test_logps_cover_only_continuation_tokens(micro_checkpoint):
     with torch.no_grad():
         again = sequence_logps(model, changed, torch.as_tensor(y)[None], cond)[0]
     assert float(again) == pytest.approx(float(lp))
+
+
+def test_chosen_and_rejected_share_one_prompt_that_starts_at_a_bar(micro_data):
+    """A long prompt loses whole bars from its front, the same for both sides, and the plan moves on as many."""
+    from src.data.preferences import Pair
+    from src.data.token_store import TokenStore
+    from src.training.datasets import PreferenceDataset
+
+    dcfg, _ = micro_data
+    codec, store = load_codec(dcfg.processed_dir), TokenStore(dcfg.processed_dir)
+    ids = max((store[i] for i in range(len(store))), key=len).astype(np.int64).tolist()
+    starts = codec.bar_token_starts(np.asarray(ids))
+    assert len(starts) >= 8
+    prompt, chosen = ids[: starts[6]], ids[starts[6] : starts[7]]
+    rejected = chosen + chosen[-5:]  # 5 tokens longer: the shared prompt must leave room for it
+    cfg = PlannerConfig(block_size=len(prompt) + len(rejected) - 2, max_bars=16)  # 1 token short of room
+    sections = ["A", "A", "B", "B", "C", "C", "D", "D"]
+    pair = Pair("p", {"style": "FOLK", "sections": sections}, prompt=prompt, chosen=chosen, rejected=rejected)
+    item = PreferenceDataset([pair], cfg, {}, codec)[0]
+    n_c, n_r = ((item[f"y_{s}"] != IGNORE).sum() for s in ("chosen", "rejected"))
+    assert (n_c, n_r) == (len(chosen), len(rejected))
+    kept = len(prompt) - starts[1]  # the first bar went: the next bar start fits
+    assert item["x_chosen"][1] == prompt[starts[1]] and codec.starts_bar[item["x_chosen"][1]]
+    assert np.array_equal(item["x_chosen"][: 1 + kept], item["x_rejected"][: 1 + kept])
+    assert item["plan_label"][0] != item["plan_label"][1] == item["plan_label"][2]  # "A" "B" "B": one bar on
+
+
+def test_length_normalised_dpo_ignores_a_shift_common_to_every_token():
+    """Lowering every token's log-prob by the same amount widens summed DPO's margin when the rejected side is
+    longer (a length cue, not quality); the length-normalised rewards do not move."""
+    n_c, n_r = torch.tensor([40.0, 90.0]), torch.tensor([72.0, 58.0])
+    pc, pr, rc, rr = (
+        torch.tensor([-50.0, -80.0]),
+        torch.tensor([-90.0, -70.0]),
+        torch.tensor([-52.0, -85.0]),
+        torch.tensor([-88.0, -69.0]),
+    )
+    shift = 0.1
+    for lengths, moves in ((None, True), ((n_c, n_r), False)):
+        before, _ = dpo_loss(pc, pr, rc, rr, 0.2, lengths)
+        after, _ = dpo_loss(pc - shift * n_c, pr - shift * n_r, rc, rr, 0.2, lengths)
+        assert (abs(float(after - before)) > 1e-3) == moves
+    # equal lengths: the same as plain DPO
+    same = torch.tensor([60.0, 60.0])
+    assert torch.allclose(dpo_loss(pc, pr, rc, rr, 0.2, (same, same))[0], dpo_loss(pc, pr, rc, rr, 0.2)[0])
 
 
 def test_reference_gets_no_gradient_and_stays_unchanged(micro_checkpoint):

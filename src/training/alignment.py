@@ -73,8 +73,8 @@ def train(cfg: AlignmentConfig, info: DistInfo | None = None, stop_after: int | 
     val_pairs = [p for p in pairs if p.split == "validation"]
     text_emb = pair_text_embeddings(pairs, cfg.data_dir)
     mcfg = policy.cfg
-    train_ds = PreferenceDataset(train_pairs, mcfg, text_emb)
-    val_ds = PreferenceDataset(val_pairs, mcfg, text_emb)
+    train_ds = PreferenceDataset(train_pairs, mcfg, text_emb, codec)
+    val_ds = PreferenceDataset(val_pairs, mcfg, text_emb, codec)
     reference = reference_copy(policy)
     set_dropout(policy, tc.policy_dropout)
     policy.train()

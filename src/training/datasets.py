@@ -8,6 +8,7 @@ BOS); its plan is the piece's repetition sections from the window's first bar on
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -126,17 +127,30 @@ class PlannerDataset(Dataset):
 
 
 class PreferenceDataset(Dataset):
-    """Pairs as model inputs: [BOS] + prompt + continuation, targets only on the continuation."""
+    """Pairs as model inputs: [BOS] + prompt + continuation, targets only on the continuation.
 
-    def __init__(self, pairs: list[Pair], model_cfg: Any, text_emb: dict[str, np.ndarray]):
-        self.pairs, self.cfg, self.text_emb = pairs, model_cfg, text_emb
+    Chosen and rejected share one prompt: when the longer side leaves too little room, whole bars
+    leave its front (so it still starts at a bar) and the plan moves on by as many bars.
+    """
+
+    def __init__(self, pairs: list[Pair], model_cfg: Any, text_emb: dict[str, np.ndarray], codec: TokenCodec):
+        self.pairs, self.cfg, self.text_emb, self.codec = pairs, model_cfg, text_emb, codec
 
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def shared_prompt(self, p: Pair) -> tuple[list[int], int]:
+        """The prompt both sides get, and how many bars left its front."""
+        room = self.cfg.block_size - 1 - max(len(p.chosen), len(p.rejected))
+        if len(p.prompt) <= room:
+            return list(p.prompt), 0
+        starts_bar = self.codec.starts_bar[np.asarray(p.prompt, dtype=np.int64)]
+        fits = [i for i in np.flatnonzero(starts_bar) if len(p.prompt) - i <= room and room > 0]
+        cut = int(fits[0]) if fits else len(p.prompt)
+        return list(p.prompt[cut:]), int(starts_bar[:cut].sum())
+
     def encode(self, prompt: list[int], cont: list[int]) -> tuple[np.ndarray, np.ndarray]:
         T = self.cfg.block_size
-        prompt = prompt[max(0, len(prompt) + len(cont) + 1 - T) :] if len(cont) < T else []
         seq = np.array([BOS, *prompt, *cont][: T + 1], dtype=np.int64)
         x = np.full(T, PAD, np.int64)
         y = np.full(T, IGNORE, np.int64)
@@ -147,10 +161,12 @@ class PreferenceDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         p = self.pairs[i]
-        xc, yc = self.encode(p.prompt, p.chosen)
-        xr, yr = self.encode(p.prompt, p.rejected)
-        text = self.text_emb.get(p.conditions.get("text", ""))
-        cond = to_arrays(Conditions.from_pair(p.conditions, text), self.cfg)
+        prompt, bars_gone = self.shared_prompt(p)
+        xc, yc = self.encode(prompt, p.chosen)
+        xr, yr = self.encode(prompt, p.rejected)
+        c = Conditions.from_pair(p.conditions, self.text_emb.get(p.conditions.get("text", "")))
+        c = dataclasses.replace(c, plan_label=c.plan_label[bars_gone:], plan_index=c.plan_index[bars_gone:])
+        cond = to_arrays(c, self.cfg)
         return {"x_chosen": xc, "y_chosen": yc, "x_rejected": xr, "y_rejected": yr, **cond}
 
 

@@ -4,8 +4,14 @@
 
 log pi(y|x) sums the policy's token log-probabilities over the **continuation** tokens only
 (a label mask: targets of the prompt and of padding are IGNORE), with chosen and rejected
-sharing the prompt and the conditions. The reference is a frozen copy of the supervised
-planner in eval mode. An optional supervised term adds the chosen continuation's mean NLL.
+sharing the prompt and the conditions. Corruptions change a passage's length systematically
+(drop_notes shortens it by ~32 tokens, off_grid and stuck_notes lengthen it), and with summed
+log-probabilities a policy that merely lowers every token's probability widens the margin of
+every pair whose rejected side is longer. ``length_normalised`` (the default) scales each side's
+log-ratio to the pair's mean length, L̄ / |y| * log(pi / ref)(y): the same scale as the summed form
+(the same beta), and a shift common to every token no longer moves the loss.
+The reference is a frozen copy of the supervised planner in eval mode. An optional supervised
+term adds the chosen continuation's mean NLL.
 On-policy pairs: several continuations sampled from the supervised model per condition, scored
 by the heuristic scorer, best against worst when the margin is large enough.
 """
@@ -36,6 +42,7 @@ log = logging.getLogger("alignment")
 @dataclass
 class DPOTrainConfig(LoopConfig):
     beta: float = 0.1
+    length_normalised: bool = True  # log-ratios per token x the pair's mean length (see the module's docstring)
     sft_weight: float = 0.0  # weight of the chosen continuation's NLL (0 = pure DPO)
     policy_dropout: float = 0.0  # dropout inside the policy while aligning (noisy log-probs hurt DPO)
 
@@ -85,10 +92,17 @@ def dpo_loss(
     ref_chosen: torch.Tensor,
     ref_rejected: torch.Tensor,
     beta: float,
+    lengths: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """DPO loss (Rafailov et al. 2023, eq. 7) from summed log-probs [B]; plus its implicit rewards."""
-    reward_c = beta * (pi_chosen - ref_chosen)
-    reward_r = beta * (pi_rejected - ref_rejected)
+    """DPO loss (Rafailov et al. 2023, eq. 7) from summed log-probs [B]; plus its implicit rewards.
+    ``lengths`` (chosen, rejected token counts [B]) scales each log-ratio to the pair's mean length."""
+    scale_c = scale_r = 1.0
+    if lengths is not None:
+        n_c, n_r = (n.clamp_min(1).to(pi_chosen.dtype) for n in lengths)
+        mean = (n_c + n_r) / 2
+        scale_c, scale_r = mean / n_c, mean / n_r
+    reward_c = beta * scale_c * (pi_chosen - ref_chosen)
+    reward_r = beta * scale_r * (pi_rejected - ref_rejected)
     loss = -F.logsigmoid(reward_c - reward_r).mean()
     return loss, {
         "reward_chosen": reward_c.detach().mean(),
@@ -120,7 +134,8 @@ class DPOTask:
             self.reference.to(x.device)
             ref, _, ref_logits = sequence_logps(self.reference, x, y, both)
         B = batch["x_chosen"].shape[0]
-        loss, stats = dpo_loss(pi[:B], pi[B:], ref[:B], ref[B:], self.beta)
+        lengths = (n[:B], n[B:]) if self.cfg.train.length_normalised else None
+        loss, stats = dpo_loss(pi[:B], pi[B:], ref[:B], ref[B:], self.beta, lengths)
         sft = -(pi[:B] / n[:B].clamp_min(1)).mean()
         if self.cfg.train.sft_weight:
             loss = loss + self.cfg.train.sft_weight * sft
