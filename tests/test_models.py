@@ -143,6 +143,29 @@ def test_cached_equals_uncached_decoding():
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+def test_batched_sliding_window_cuts_each_row_at_its_own_bar():
+    """Two rows whose bars fall at different places: after the window slides, each row's logits equal those of
+    the row stepped alone (cut at its own bar, its plan re-sliced from its own first bar)."""
+    from src.music.conditions import shift_plan
+
+    m = tiny_model()
+    seqs = torch.full((2, 60), 9)
+    seqs[0, ::5], seqs[1, ::7] = 4, 4  # a bar every 5 tokens in row 0, every 7 in row 1
+    base = some_cond(m.cfg, 2)
+    for c in (True, False):
+        cfg = SamplingConfig(use_cache=c)
+        both = PlannerStepper(m, lambda b0: shift_plan(base, b0, m.cfg), cfg)
+        alone = [
+            PlannerStepper(m, lambda b0, i=i: shift_plan({k: v[i : i + 1] for k, v in base.items()}, b0, m.cfg), cfg)
+            for i in range(2)
+        ]
+        got = [both.start(seqs[:, :1])] + [both.step(seqs[:, t]) for t in range(1, 60)]
+        for i, s in enumerate(alone):
+            want = [s.start(seqs[i : i + 1, :1])] + [s.step(seqs[i : i + 1, t]) for t in range(1, 60)]
+            torch.testing.assert_close(torch.cat([g[i : i + 1] for g in got]), torch.cat(want), atol=1e-5, rtol=1e-5)
+        assert both.rows is not None and alone[0].bar0 != alone[1].bar0  # they did slide apart
+
+
 def test_full_forward_matches_stepper():
     m = tiny_model()
     cond = some_cond(m.cfg, 1)

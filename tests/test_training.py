@@ -281,6 +281,44 @@ def test_chosen_and_rejected_share_one_prompt_that_starts_at_a_bar(micro_data):
     assert item["plan_label"][0] != item["plan_label"][1] == item["plan_label"][2]  # "A" "B" "B": one bar on
 
 
+def test_on_policy_prompt_starts_at_a_bar_and_its_plan_follows_the_window(micro_data, micro_checkpoint, monkeypatch):
+    """The on-policy sampler's context keeps whole bars, and its condition function re-slices the plan by the
+    bars cut from the prompt plus the window's own bar offset (it used to return one fixed plan)."""
+    import src.training.dpo as dpo
+    from src.data.token_store import TokenStore
+    from src.music.form import section_labels
+    from src.utils.io import read_jsonl
+
+    dcfg, _ = micro_data
+    import dataclasses
+    import types
+
+    codec, store = load_codec(dcfg.processed_dir), TokenStore(dcfg.processed_dir)
+    rows = [r for r in read_jsonl(Path(dcfg.processed_dir) / "manifest.jsonl") if r["row"] in store.row_to_item]
+    seen = {}
+
+    def fake_generate(model, cond_fn, x0, *args, **kw):
+        seen.update(x0=x0, plans=[cond_fn(b)["plan_label"][0].tolist() for b in (0, 2)])
+        return x0
+
+    monkeypatch.setattr(dpo, "generate", fake_generate)
+    cfg = dpo.OnPolicyConfig(conditions=1, prompt_bars=8)
+    long = [r for r in rows if r["n_bars"] > 12]
+    row = min(long, key=lambda r: len(store[store.row_to_item[r["row"]]]) / r["n_bars"])  # short bars: some fit
+    ids = store[store.row_to_item[row["row"]]].astype(np.int64)
+    starts = codec.bar_token_starts(ids)
+    planner, _ = load_planner(micro_checkpoint)  # generate is faked: only its config counts, half the prompt fits
+    model = types.SimpleNamespace(cfg=dataclasses.replace(planner.cfg, block_size=int(starts[8])))
+    dpo.sample_continuations(model, codec, row, store, np.zeros((len(rows) + 999, 384), np.float32), cfg, 2, None)
+    x0 = seen["x0"][0, 1:].numpy()
+    gone = int(np.searchsorted(starts, starts[8] - len(x0)))  # bars before the context
+    assert gone > 0 and codec.starts_bar[x0[0]] and np.array_equal(x0, ids[starts[gone] : starts[8]])
+    labels = section_labels(row["sections"])
+    for plan, b in zip(seen["plans"], (0, 2)):
+        want = labels[gone + b :][: model.cfg.max_bars]
+        assert plan[: len(want)] == want
+
+
 def test_length_normalised_dpo_ignores_a_shift_common_to_every_token():
     """Lowering every token's log-prob by the same amount widens summed DPO's margin when the rejected side is
     longer (a length cue, not quality); the length-normalised rewards do not move."""

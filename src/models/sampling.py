@@ -89,6 +89,7 @@ class PlannerStepper:
         self.model, self.cond_fn, self.cfg = model, cond_fn, cfg
         self.window: torch.Tensor | None = None  # (B, t) tokens in the current window
         self.bar0 = 0  # song bar of the window's first bar
+        self.rows: list[PlannerStepper] | None = None  # once rows' windows are cut apart, one stepper a row
 
     def _prime(self, window: torch.Tensor, bar0: int) -> torch.Tensor:
         cond = self.cond_fn(bar0)
@@ -115,16 +116,31 @@ class PlannerStepper:
     def start(self, prompt: torch.Tensor) -> torch.Tensor:
         return self._prime(prompt, 0)
 
+    def _cut(self, row: torch.Tensor) -> int:
+        """Where a full window of one row is cut: the first bar in its second half (else mid-bar)."""
+        half = len(row) - self.model.cfg.block_size // 2
+        starts = self.model.starts_bar[row].nonzero().flatten().tolist()
+        return next((s for s in starts if s >= half), half)
+
+    def _row(self, i: int) -> PlannerStepper:
+        """A stepper for row ``i`` alone (its slice of the conditions)."""
+        return PlannerStepper(
+            self.model, lambda bar0: {k: v[i : i + 1] for k, v in self.cond_fn(bar0).items()}, self.cfg
+        )
+
     @torch.no_grad()
     def step(self, token: torch.Tensor) -> torch.Tensor:
-        """Append (B,) tokens; slide the window by half when the context is full."""
+        """Append (B,) tokens; slide the window by half when the context is full, each row at its own bar."""
+        if self.rows is not None:
+            return torch.cat([r.step(token[i : i + 1]) for i, r in enumerate(self.rows)])
         window = torch.cat([self.window, token[:, None]], 1)
-        T = self.model.cfg.block_size
-        if window.shape[1] > T:
-            starts = self.model.starts_bar[window[0]].nonzero().flatten().tolist()
-            cut = next((s for s in starts if s >= window.shape[1] - T // 2), window.shape[1] - T // 2)
-            dropped_bars = int(self.model.starts_bar[window[0, :cut]].sum())
-            return self._prime(window[:, cut:], self.bar0 + dropped_bars)
+        if window.shape[1] > self.model.cfg.block_size:
+            cuts = [self._cut(row) for row in window]
+            bars = [self.bar0 + int(self.model.starts_bar[row[:c]].sum()) for row, c in zip(window, cuts)]
+            if len(set(cuts)) == 1 and len(set(bars)) == 1:
+                return self._prime(window[:, cuts[0] :], bars[0])
+            self.rows = [self._row(i) for i in range(len(window))]  # windows of different lengths from here on
+            return torch.cat([r._prime(w[None, c:], b) for r, w, c, b in zip(self.rows, window, cuts, bars)])
         self.window = window
         if self.cache is None:
             return self._prime(window, self.bar0)

@@ -204,6 +204,19 @@ def random_drop(
     return drop_fields(cond, drop.to(cond["style"].device), cfg)
 
 
+def shift_plan(cond: dict[str, torch.Tensor], bars: int, cfg: ConditionShape) -> dict[str, torch.Tensor]:
+    """Batched conditions whose plan starts ``bars`` bars later (a window that slid on)."""
+    if bars == 0:
+        return cond
+    out = dict(cond)
+    for name, fill in (("plan_label", cfg.n_section_labels), ("plan_index", 0), ("plan_mask", False)):
+        rest = cond[name][:, bars:]
+        pad = torch.full((rest.shape[0], cond[name].shape[1] - rest.shape[1]), fill, dtype=rest.dtype)
+        out[name] = torch.cat([rest, pad.to(rest.device)], 1)
+    out["plan_mask"][:, 0] = True  # at least one key for the encoder (as to_arrays does)
+    return out
+
+
 def null_conditions(cond: dict[str, torch.Tensor], cfg: ConditionShape) -> dict[str, torch.Tensor]:
     """Every field dropped except the plan (the song's form): the CFG "unconditional" branch."""
     B = cond["style"].shape[0]

@@ -165,6 +165,17 @@ class TokenCodec:
         """Index of the token that opens each bar."""
         return np.flatnonzero(self.starts_bar[ids])
 
+    def last_bars(self, ids: Any, room: int) -> tuple[np.ndarray, int]:
+        """The longest tail of ``ids`` that starts at a bar and has at most ``room`` tokens (all of
+        ``ids`` when they fit), and how many bars left its front."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) <= room:
+            return ids, 0
+        opens = self.starts_bar[ids]
+        fits = np.flatnonzero(opens[max(0, len(ids) - max(room, 0)) :]) + max(0, len(ids) - max(room, 0))
+        cut = int(fits[0]) if room > 0 and len(fits) else len(ids)
+        return ids[cut:], int(opens[:cut].sum())
+
     def to_base(self, ids: np.ndarray) -> np.ndarray:
         return np.concatenate([self.bpe_to_base[i] for i in ids]) if len(ids) else np.zeros(0, np.int64)
 

@@ -142,12 +142,8 @@ class PreferenceDataset(Dataset):
     def shared_prompt(self, p: Pair) -> tuple[list[int], int]:
         """The prompt both sides get, and how many bars left its front."""
         room = self.cfg.block_size - 1 - max(len(p.chosen), len(p.rejected))
-        if len(p.prompt) <= room:
-            return list(p.prompt), 0
-        starts_bar = self.codec.starts_bar[np.asarray(p.prompt, dtype=np.int64)]
-        fits = [i for i in np.flatnonzero(starts_bar) if len(p.prompt) - i <= room and room > 0]
-        cut = int(fits[0]) if fits else len(p.prompt)
-        return list(p.prompt[cut:]), int(starts_bar[:cut].sum())
+        kept, bars_gone = self.codec.last_bars(p.prompt, room)
+        return kept.tolist(), bars_gone
 
     def encode(self, prompt: list[int], cont: list[int]) -> tuple[np.ndarray, np.ndarray]:
         T = self.cfg.block_size

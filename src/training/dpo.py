@@ -205,11 +205,16 @@ def sample_continuations(
     if len(starts) <= cfg.prompt_bars:
         return ids[:0], []
     prompt = ids[: starts[cfg.prompt_bars]]
-    cond = condition_batch([Conditions.from_row(row, text_emb[row["row"]])] * n, model.cfg)
-    context = prompt[-(model.cfg.block_size // 2 - 1) :]  # a long prompt keeps its end (room to sample)
+    # a long prompt keeps its last whole bars (room to sample); the plan starts at the context's first bar
+    context, bars_gone = codec.last_bars(prompt, model.cfg.block_size // 2 - 1)
     x0 = torch.tensor([[BOS, *context.tolist()]] * n)
+
+    def cond_fn(bar0: int) -> dict[str, torch.Tensor]:  # bar0: the window's first bar, counted from x0's
+        c = Conditions.from_row(row, text_emb[row["row"]], bars_gone + bar0)
+        return condition_batch([c] * n, model.cfg)
+
     sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p)
-    out = generate(model, lambda _, c=cond: c, x0, cfg.max_new_tokens, sampling, gen, Grammar(codec))
+    out = generate(model, cond_fn, x0, cfg.max_new_tokens, sampling, gen, Grammar(codec))
     conts = []
     for seq in out[:, x0.shape[1] :].tolist():
         seq = np.array(music_ids(seq), dtype=np.int64)

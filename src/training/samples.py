@@ -12,6 +12,7 @@ from src.models.audio_renderer import sample_mels
 from src.models.sampling import Grammar, SamplingConfig, generate
 from src.models.symbolic_planner import SymbolicPlanner
 from src.models.vocoder import mel_to_audio
+from src.music.conditions import shift_plan
 from src.music.tokenizer import BOS, TokenCodec
 from src.utils.io import atomic_path
 
@@ -56,7 +57,7 @@ def log_sample(
     gen = torch.Generator().manual_seed(seed + step)
     ids = generate(
         model,
-        lambda bar0: cond,
+        lambda bar0: shift_plan(cond, bar0, model.cfg),
         torch.tensor([[BOS]], device=dev),
         n_tokens,
         SamplingConfig(top_p=0.95),
