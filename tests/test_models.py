@@ -166,6 +166,31 @@ def test_batched_sliding_window_cuts_each_row_at_its_own_bar():
         assert both.rows is not None and alone[0].bar0 != alone[1].bar0  # they did slide apart
 
 
+def test_a_dropped_plan_hides_its_labels_indices_and_length():
+    """Condition dropout of the plan leaves the encoder nothing of it: two plans of different forms and
+    lengths encode the same once dropped."""
+    from src.music.conditions import COND_FIELDS, drop_fields
+
+    m = tiny_model()
+    a = batch([Conditions(style="FOLK", plan_label=[0, 0, 1, 1, 0], plan_index=[0, 1, 0, 1, 0])], m.cfg)
+    b = batch([Conditions(style="FOLK", plan_label=[0, 1], plan_index=[0, 0])], m.cfg)
+    drop = torch.tensor([[f == "plan" for f in COND_FIELDS]])
+    ea, eb = (m.encode(drop_fields(c, drop, m.cfg)) for c in (a, b))
+    assert torch.equal(ea[1], eb[1])
+    keep = ea[1][0, 0, 0]
+    torch.testing.assert_close(ea[0][:, keep], eb[0][:, keep])
+    assert not torch.equal(m.encode(a)[1], m.encode(b)[1])  # kept, the plans differ
+
+
+def test_load_planner_takes_the_ema_weights(tmp_path):
+    """best.pt is chosen on the EMA weights' validation loss: those are the weights stage 5 and DPO load."""
+    m, ema = tiny_model(seed=1), tiny_model(seed=2)
+    state = {"model": m.state_dict(), "ema": ema.state_dict(), "model_config": dataclasses.asdict(m.cfg)}
+    save_checkpoint(tmp_path / "m.pt", {**state, "tokenizer_hash": "abc"})
+    loaded, _ = load_planner(tmp_path / "m.pt")
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), ema.state_dict().values()))
+
+
 def test_full_forward_matches_stepper():
     m = tiny_model()
     cond = some_cond(m.cfg, 1)

@@ -43,6 +43,22 @@ def test_dataset_transposition(micro_data):
     assert plain[0]["row"]["split"] == "train"
 
 
+def test_validation_windows_start_on_a_bar_like_training_windows(micro_data):
+    dcfg, _ = micro_data
+    codec = load_codec(dcfg.processed_dir)
+    cfg = PlannerConfig(block_size=48, max_bars=16)
+    ds = PlannerDataset(
+        dcfg.processed_dir, "validation", cfg, codec, caption_embeddings(dcfg.processed_dir), eval_windows=3
+    )
+    later = [(p, s) for p, s in ds.windows if s > 0]
+    assert later, "no piece is long enough for a second window"
+    for piece, start in ds.windows:
+        seq = np.concatenate([[BOS], ds.pieces.ids(piece)])
+        assert start == 0 or codec.starts_bar[seq[start]], (piece, start)
+    for (p, s), (q, t) in zip(ds.windows, ds.windows[1:]):
+        assert p != q or t >= s + cfg.block_size  # no token is scored twice
+
+
 def test_prepare_writes_pairs_and_dataset_reads_them(micro_data):
     dcfg, summary = micro_data
     ds = AudioPairDataset(dcfg.processed_dir, "train")

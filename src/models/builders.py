@@ -27,14 +27,15 @@ def build_planner(cfg: PlannerConfig) -> SymbolicPlanner:
 
 
 def load_planner(path: str | Path, data_dir: str | Path | None = None) -> tuple[SymbolicPlanner, dict]:
-    """Rebuild the planner from a checkpoint alone (its stored config); eval mode.
+    """Rebuild the planner from a checkpoint alone (its stored config), with its EMA weights when it has
+    them (validation and best.pt judged those); eval mode.
 
     With ``data_dir``, the checkpoint must match that directory's tokenizer.
     """
     expect = tokenizer_hash(Path(data_dir) / "tokenizer.json") if data_dir is not None else None
     state = load_checkpoint(path, expect, made_by="python 02_train_symbolic.py")
     model = SymbolicPlanner(PlannerConfig(**state["model_config"]))
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state["ema"] if "ema" in state else state["model"])
     return model.eval(), state
 
 

@@ -188,9 +188,11 @@ def drop_fields(cond: dict[str, torch.Tensor], drop: torch.Tensor, cfg: Conditio
         ("timesig", len(TIME_SIGNATURES)),
     ):
         out[name] = torch.where(d[name], torch.full_like(cond[name], null), cond[name])
-    out["plan_label"] = torch.where(
-        d["plan"][:, None], torch.full_like(cond["plan_label"], cfg.n_section_labels), cond["plan_label"]
-    )
+    plan = d["plan"][:, None]  # a dropped plan hides its labels, its section indices and its length
+    out["plan_label"] = torch.where(plan, torch.full_like(cond["plan_label"], cfg.n_section_labels), cond["plan_label"])
+    out["plan_index"] = torch.where(plan, torch.zeros_like(cond["plan_index"]), cond["plan_index"])
+    first = torch.arange(cond["plan_mask"].shape[1], device=plan.device)[None] == 0
+    out["plan_mask"] = torch.where(plan, first, cond["plan_mask"])
     return out
 
 

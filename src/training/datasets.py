@@ -87,12 +87,17 @@ class PlannerDataset(Dataset):
         self.cfg, self.codec, self.text_emb, self.seed = cfg, codec, text_emb, seed
         self.epoch = 0
         self.windows: list[tuple[int, int]] | None = None
-        if eval_windows:  # deterministic: up to eval_windows non-overlapping windows per piece
+        if eval_windows:  # deterministic: up to eval_windows non-overlapping windows per piece, each at a bar
             self.windows = []
             for i in range(len(self.pieces)):
-                n = len(self.pieces.ids(i)) + 2
-                starts = range(0, max(1, n - 1), cfg.block_size)
-                self.windows += [(i, s) for s in list(starts)[:eval_windows]]
+                bars = self.codec.starts_bar[np.concatenate([[BOS], self.pieces.ids(i)])].nonzero()[0]
+                starts = [0]
+                while len(starts) < eval_windows:
+                    later = bars[bars >= starts[-1] + cfg.block_size]
+                    if not len(later):
+                        break
+                    starts.append(int(later[0]))
+                self.windows += [(i, s) for s in starts]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
