@@ -7,6 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from src.utils.config import read_yaml, resolve
@@ -115,3 +116,23 @@ def test_full_pipeline_micro(tmp_path):
     assert (tmp_path / "ckpt/aligned/micro/last.pt").stat().st_mtime == a_mtime
     assert demos[0].stat().st_mtime == demo_mtime
     assert "6 evaluation report: up to date" in second.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (ROOT.parent / "shared/datasets/POP909").is_dir(), reason="local POP909 copy absent")
+def test_small_preset_smoke(tmp_path):
+    """``run_full_pipeline.sh --preset small`` with the preset's real settings but sizes and steps
+    (bench/small_smoke.py): POP909 through --mirror, every stage reached, every artefact outside the repository."""
+    from bench.small_smoke import run
+
+    result = run(tmp_path, songs=4)
+    stages = ["1 prepare data", "2 train planner", "3 train renderer", "4 align planner (DPO)", "5 demo songs"]
+    assert all(s in result["stage_s"] for s in stages), result["stage_s"]
+    log = (tmp_path / "pipeline.log").read_text()
+    assert "source pop909: 4 pieces" in log and "on-policy pairs" in log
+    for name in ("happy", "sad", "tense", "peaceful"):
+        meta = json.loads((tmp_path / f"outputs/demo_{name}.json").read_text())
+        assert meta["renderer"].startswith("neural") and (tmp_path / f"outputs/demo_{name}.wav").stat().st_size > 0
+    assert (tmp_path / "outputs/eval/small/report.md").is_file()
+    for kind in ("symbolic", "renderer", "aligned"):
+        assert (tmp_path / f"checkpoints/{kind}/small/best.pt").is_file()
