@@ -4,7 +4,9 @@ tokens per piece, and the manifest's counts per style and emotion.
     .venv/bin/python -m bench.bench_data [--data_dir data/processed/tiny] [--json out.json]
 
 Fidelity: share of notes (program, pitch, onset, duration on the tokeniser's grid) that
-survive encode -> decode, over all pieces of the manifest.
+survive encode -> decode, over all pieces of the manifest. Splits per style. Synthetic preference
+pairs (``--pairs``): per corruption, how much it changes a passage's length (rejected - chosen
+tokens) and how often the rejected side is the longer one.
 """
 
 from __future__ import annotations
@@ -23,9 +25,25 @@ from src.music.tokenizer import load_tokenizer, note_multiset
 from src.utils.io import read_jsonl
 
 
+def pair_lengths(pairs: list[dict]) -> dict[str, dict[str, float]]:
+    """Per pair source: mean (rejected - chosen) tokens and the share of pairs whose rejected side is longer."""
+    by: dict[str, list[int]] = {}
+    for p in pairs:
+        by.setdefault(p["source"], []).append(len(p["rejected"]) - len(p["chosen"]))
+    return {
+        s: {
+            "pairs": len(d),
+            "mean_change": round(statistics.mean(d), 1),
+            "rejected_longer": round(sum(x > 0 for x in d) / len(d), 3),
+        }
+        for s, d in sorted(by.items())
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data_dir", default="data/processed/tiny")
+    ap.add_argument("--pairs", default="data/subsets/tiny/preference_data.json")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     d = Path(args.data_dir)
@@ -53,7 +71,13 @@ def main() -> None:
         "by_style_emotion": {
             f"{s}/{e}": n for (s, e), n in sorted(Counter((r["style"], r["emotion"]) for r in rows).items())
         },
+        "by_style_split": {
+            f"{s}/{p}": n for (s, p), n in sorted(Counter((r["style"], r["split"]) for r in rows).items())
+        },
+        "groups": len({r["group"] for r in rows}),
     }
+    if Path(args.pairs).is_file():
+        out["pair_lengths"] = pair_lengths(json.loads(Path(args.pairs).read_text())["pairs"])
     print(json.dumps(out, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
