@@ -26,15 +26,18 @@ from src.utils.io import read_jsonl
 
 
 def pair_lengths(pairs: list[dict]) -> dict[str, dict[str, float]]:
-    """Per pair source: mean (rejected - chosen) tokens and the share of pairs whose rejected side is longer."""
-    by: dict[str, list[int]] = {}
+    """Per pair source: mean (rejected - chosen) tokens, the share of pairs whose rejected side is longer, and
+    the share the heuristic scorer ranks as the pair does (chosen above rejected)."""
+    by: dict[str, list[tuple[int, bool]]] = {}
     for p in pairs:
-        by.setdefault(p["source"], []).append(len(p["rejected"]) - len(p["chosen"]))
+        agree = p["scores"]["chosen"] > p["scores"]["rejected"]
+        by.setdefault(p["source"], []).append((len(p["rejected"]) - len(p["chosen"]), agree))
     return {
         s: {
             "pairs": len(d),
-            "mean_change": round(statistics.mean(d), 1),
-            "rejected_longer": round(sum(x > 0 for x in d) / len(d), 3),
+            "mean_change": round(statistics.mean(x for x, _ in d), 1),
+            "rejected_longer": round(sum(x > 0 for x, _ in d) / len(d), 3),
+            "scorer_agrees": round(sum(a for _, a in d) / len(d), 3),
         }
         for s, d in sorted(by.items())
     }
