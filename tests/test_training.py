@@ -229,6 +229,45 @@ def test_resume_is_exact_with_dropout_on(stage, request, tmp_path):
         assert torch.equal(a[name], b[name]), name
 
 
+def test_kill_9_and_resume_equals_an_uninterrupted_run(micro_data, tmp_path):
+    """Stage 2 as a user runs it, dropout on: SIGKILL after a checkpoint, run the same command again;
+    the final parameters equal those of a run that was never interrupted."""
+    import signal
+    import time
+
+    dcfg, _ = micro_data
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    runs = {}
+    for name in ("straight", "killed"):
+        cfg = micro_planner_config(dcfg.processed_dir, tmp_path / name, max_steps=60, eval_every=2, log_every=10)
+        cfg.model.dropout = 0.2
+        save_config(cfg, tmp_path / f"{name}.yaml")
+        runs[name] = ([sys.executable, "02_train_symbolic.py", "--config", str(tmp_path / f"{name}.yaml")], cfg)
+    cmd, straight = runs["straight"]
+    subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)
+    cmd, killed = runs["killed"]
+    last = Path(killed.out_dir) / "last.pt"
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if last.is_file() and torch.load(last, weights_only=True)["step"] >= 10:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    killed_at = torch.load(last, weights_only=True)["step"]
+    assert 10 <= killed_at < 60
+    subprocess.run(cmd, env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)
+    a = torch.load(Path(straight.out_dir) / "last.pt", weights_only=True)["model"]
+    b = torch.load(last, weights_only=True)["model"]
+    assert torch.load(last, weights_only=True)["step"] == 60
+    for name in a:
+        assert torch.equal(a[name], b[name]), f"{name} (killed at step {killed_at})"
+
+
 def load_planner_init(cfg: SymbolicConfig) -> dict:
     """The untrained parameters (same seed): training must have moved them."""
     codec = load_codec(cfg.data_dir)
