@@ -26,7 +26,7 @@ import yaml
 
 from bench.common import machine
 from src.data.pop909_source import pack_local_copy
-from src.utils.io import write_json
+from src.utils.io import write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 POP909 = ROOT.parent / "shared" / "datasets" / "POP909"
@@ -123,7 +123,7 @@ def write_overlays(work: Path) -> Path:
     config.mkdir(parents=True, exist_ok=True)
     for name, over in overlays(work).items():
         text = yaml.safe_dump({"base": str(ROOT / "config" / name), **over}, sort_keys=False)
-        (config / name).write_text(text, encoding="utf-8")
+        write_text(config / name, text)
     return config
 
 
@@ -138,10 +138,11 @@ def run(work: Path, songs: int) -> dict:
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     log = proc.stdout + proc.stderr
-    (work / "pipeline.log").write_text(log, encoding="utf-8")
+    write_text(work / "pipeline.log", log)
     if proc.returncode != 0:
+        last = next((line for line in reversed(log.splitlines()) if line.strip()), "")
         raise RuntimeError(
-            f"the small smoke run failed (exit {proc.returncode}); log: {work / 'pipeline.log'}\n" + log[-3000:]
+            f"the small smoke run failed (exit {proc.returncode}): {last} (log: {work / 'pipeline.log'})"
         )
     times = dict(re.findall(r"^  (\d [^\n]*?|setup|total)\s{2,}(\d+)s$", proc.stdout, re.M))
     return {

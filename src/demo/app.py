@@ -24,7 +24,7 @@ from src.generation.request import TEMPO_RANGE, song_request
 from src.generation.run import SongMaker
 from src.generation.song import RequestError, SongRequest
 from src.music.instruments import instrument_name, instruments_in_prompt
-from src.music.theory import PITCH_CLASSES
+from src.music.theory import PITCH_CLASSES, key_name
 from src.music.vocab import EMOTIONS, STYLES, TIME_SIGNATURES, metre_in_prompt
 
 log = logging.getLogger("demo")
@@ -147,7 +147,7 @@ class DemoApp:
             "styles": list(STYLES),
             "known_styles": known,
             "emotions": list(EMOTIONS),
-            "keys": [f"{t} {mode}" for mode in ("major", "minor") for t in PITCH_CLASSES],
+            "keys": [key_name(t, mode) for mode in ("major", "minor") for t in range(len(PITCH_CLASSES))],
             "time_signatures": [t for t in TIME_SIGNATURES if m and t in m.time_signatures],
             "default_forms": self.cfg.default_forms,
             "default_tempo": self.cfg.default_tempo,

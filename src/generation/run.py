@@ -36,12 +36,8 @@ def select_checkpoint(cfg: GenerationConfig, explicit: str | None) -> tuple[Path
     for i, path in enumerate(candidates):
         if path.is_file():
             missing = ", ".join(map(str, candidates[:i]))
-            return (
-                path,
-                f"{missing} not found; the next in order"
-                if missing
-                else "the first of the configured checkpoints that exists",
-            )
+            first = "the first of the configured checkpoints that exists"
+            return path, f"{missing} not found; the next in order" if missing else first
     raise FileNotFoundError(
         f"no planner checkpoint ({', '.join(map(str, candidates))}); train one with: "
         f"python 02_train_symbolic.py --config config/symbolic_{cfg.preset}.yaml"

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -148,8 +147,7 @@ class SongGenerator:
                 copy_src.append(src)
 
         def cond_fn(bar0: int) -> dict[str, torch.Tensor]:
-            c = dataclasses.replace(cond, plan_label=cond.plan_label[bar0:], plan_index=cond.plan_index[bar0:])
-            return batch([c], self.model.cfg, device)
+            return batch([cond.from_bar(bar0)], self.model.cfg, device)
 
         stepper = PlannerStepper(self.model, cond_fn, sampling)
         logits = stepper.start(torch.tensor([[BOS]], device=device))

@@ -5,7 +5,7 @@ conditions (classifier-free guidance)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -83,6 +83,10 @@ class Conditions:
             plan_label=section_labels(row["sections"])[bar0:],
             plan_index=row["section_index"][bar0:],
         )
+
+    def from_bar(self, bar0: int) -> Conditions:
+        """The same conditions with the plan from bar ``bar0`` on (a window that starts there)."""
+        return replace(self, plan_label=self.plan_label[bar0:], plan_index=self.plan_index[bar0:])
 
     @classmethod
     def from_pair(cls, c: dict[str, Any], text: np.ndarray | None) -> Conditions:

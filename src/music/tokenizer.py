@@ -172,8 +172,9 @@ class TokenCodec:
         if len(ids) <= room:
             return ids, 0
         opens = self.starts_bar[ids]
-        fits = np.flatnonzero(opens[max(0, len(ids) - max(room, 0)) :]) + max(0, len(ids) - max(room, 0))
-        cut = int(fits[0]) if room > 0 and len(fits) else len(ids)
+        first = len(ids) - max(room, 0)  # the earliest start that fits
+        fits = np.flatnonzero(opens[first:])
+        cut = first + int(fits[0]) if len(fits) else len(ids)
         return ids[cut:], int(opens[:cut].sum())
 
     def to_base(self, ids: np.ndarray) -> np.ndarray:

@@ -8,7 +8,6 @@ BOS); its plan is the piece's repetition sections from the window's first bar on
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -166,8 +165,7 @@ class PreferenceDataset(Dataset):
         xc, yc = self.encode(prompt, p.chosen)
         xr, yr = self.encode(prompt, p.rejected)
         c = Conditions.from_pair(p.conditions, self.text_emb.get(p.conditions.get("text", "")))
-        c = dataclasses.replace(c, plan_label=c.plan_label[bars_gone:], plan_index=c.plan_index[bars_gone:])
-        cond = to_arrays(c, self.cfg)
+        cond = to_arrays(c.from_bar(bars_gone), self.cfg)
         return {"x_chosen": xc, "y_chosen": yc, "x_rejected": xr, "y_rejected": yr, **cond}
 
 

@@ -97,7 +97,7 @@ class RendererTask:
             t = torch.randint(0, len(self.abar), (B,), generator=gen)
             draws = (t, torch.randn(batch["mel"].shape, generator=gen), torch.rand(B, generator=gen))
             total += float(diffusion_loss(model, batch, self.abar, self.mcfg.diffusion.prediction, draws)) * B
-            n += len(batch["mel"])
+            n += B
         return total / n if n else float("nan")
 
     def extras(self) -> dict[str, Any]:
