@@ -13,7 +13,7 @@ import torch
 
 from src.music.form import Section, plan_of, section_labels
 from src.music.theory import key_name, parse_key
-from src.music.vocab import EMOTIONS, STYLES, TIME_SIGNATURES
+from src.music.vocab import EMOTIONS, PARALLEL_EMOTION, STYLES, TIME_SIGNATURES
 
 # the fields condition dropout drops one by one (in this order: the columns of its mask)
 COND_FIELDS = ("text", "style", "emotion", "tempo", "key", "timesig", "programs", "plan")
@@ -70,14 +70,19 @@ class Conditions:
     plan_index: list[int] = field(default_factory=list)
 
     @classmethod
-    def from_row(cls, row: dict[str, Any], text: np.ndarray | None, bar0: int = 0, shift: int = 0) -> Conditions:
-        """A manifest row's labels, its plan from bar ``bar0`` on; ``shift`` = the tokens' transposition."""
+    def from_row(
+        cls, row: dict[str, Any], text: np.ndarray | None, bar0: int = 0, shift: int = 0, parallel: bool = False
+    ) -> Conditions:
+        """A manifest row's labels, its plan from bar ``bar0`` on; ``shift`` = the tokens' transposition;
+        ``parallel``: the tokens were moved to the parallel mode, so the key's mode and the emotion's valence
+        flip, and the caption (which names the old key and mood) is withheld."""
+        mode = ("minor" if row["mode"] == "major" else "major") if parallel else row["mode"]
         return cls(
-            text=text,
+            text=None if parallel else text,
             style=row["style"],
-            emotion=row["emotion"],
+            emotion=PARALLEL_EMOTION.get(row["emotion"], row["emotion"]) if parallel else row["emotion"],
             tempo=row["tempo"],
-            key=key_id(row["key_tonic"] + shift, row["mode"]),
+            key=key_id(row["key_tonic"] + shift, mode),
             timesig=row["time_signature"],
             programs=row["programs"],
             plan_label=section_labels(row["sections"])[bar0:],

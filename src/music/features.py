@@ -194,3 +194,47 @@ def piece_metrics(notes: np.ndarray, tpq: int, qpm: float, time_sigs: list[tuple
         "ioi_histogram": ioi_histogram(notes, tpq),
         "note_length_histogram": note_length_histogram(notes, tpq),
     }
+
+
+# --------------------------------------------------------------------- texture (what a listener hears first)
+
+TEXTURE_METRICS = ("voices_per_beat", "empty_beat_rate", "sounding_run_beats")
+
+
+def texture(notes: np.ndarray, tpq: int, end_tick: int | None = None) -> dict[str, float]:
+    """Texture on a sixteenth grid up to ``end_tick`` (default: the last note's end):
+
+    - ``voices_per_beat``: notes sounding together, averaged over the grid points where any sounds
+      (a chorale about 4, a fiddle tune about 1);
+    - ``empty_beat_rate``: share of beats in which nothing sounds at any grid point;
+    - ``sounding_run_beats``: mean length in beats of the stretches without a gap (how long the music
+      goes on before it stops).
+    """
+    step = max(1, tpq // 4)
+    end = end_tick if end_tick is not None else (int((notes[:, 0] + notes[:, 1]).max()) if len(notes) else 0)
+    n_points = max(1, -(-end // step))
+    count = np.zeros(n_points, np.int64)
+    if len(notes):
+        first = np.clip(-(-notes[:, 0] // step), 0, n_points)  # the first grid point at or after the onset
+        last = np.clip(-(-(notes[:, 0] + notes[:, 1]) // step), 0, n_points)  # first point at or after the end
+        np.add.at(count, first, 1)
+        np.add.at(count, last[last < n_points], -1)
+        count = np.cumsum(count)
+    sounding = count > 0
+    per_beat = np.zeros(-(-n_points // 4) * 4, bool)  # whole beats; the last one may be partly past the end
+    per_beat[:n_points] = sounding
+    per_beat = per_beat.reshape(-1, 4).any(1)
+    runs, run = [], 0
+    for s in sounding:
+        if s:
+            run += 1
+        elif run:
+            runs.append(run)
+            run = 0
+    if run:
+        runs.append(run)
+    return {
+        "voices_per_beat": float(count[sounding].mean()) if sounding.any() else 0.0,
+        "empty_beat_rate": float(1 - per_beat.mean()),
+        "sounding_run_beats": float(np.mean(runs) / 4) if runs else 0.0,
+    }

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pretty_midi
 
 from src.music.vocab import DRUMS
@@ -114,4 +115,53 @@ def instruments_in_prompt(prompt: str) -> list[tuple[str, int]]:
         if prog not in seen:
             seen.add(prog)
             out.append((word, prog))
+    return out
+
+
+# Playable ranges (MIDI pitch, inclusive) of the instruments a prompt can name, from orchestration
+# tables (e.g. Adler, *The Study of Orchestration*); a choir is bass E2 to soprano A5. Programs absent
+# here have no range check.
+PLAYABLE_RANGE: dict[int, tuple[int, int]] = {
+    0: (21, 108), 6: (29, 89), 19: (24, 96), 21: (41, 89), 22: (60, 96), 24: (40, 88), 27: (40, 88),
+    32: (28, 67), 33: (28, 67), 40: (55, 103), 41: (48, 91), 42: (36, 76), 43: (28, 67), 46: (24, 103),
+    48: (28, 103), 52: (40, 81), 56: (54, 84), 57: (40, 72), 58: (28, 58), 60: (34, 77), 61: (34, 84),
+    65: (49, 81), 68: (58, 91), 69: (52, 81), 70: (34, 75), 71: (50, 94), 72: (74, 108), 73: (60, 96),
+    74: (72, 98), 78: (74, 98), 109: (55, 74),
+}  # fmt: skip
+# Most notes at once a solo player can sound: winds and brass one, bowed strings two (double stops).
+MAX_VOICES: dict[range, int] = {range(40, 44): 2, range(56, 80): 1, range(109, 110): 1}
+
+
+def max_voices(program: int) -> int | None:
+    """How many notes one player of ``program`` sounds at most (None: no limit, e.g. piano or choir)."""
+    return next((n for r, n in MAX_VOICES.items() if program in r), None)
+
+
+def most_at_once(starts: np.ndarray, ends: np.ndarray) -> int:
+    """The most notes sounding together (a note ending where another starts does not overlap it)."""
+    if not len(starts):
+        return 0
+    events = np.concatenate([np.stack([ends, np.zeros_like(ends)], 1), np.stack([starts, np.ones_like(starts)], 1)])
+    events = events[np.lexsort((events[:, 1], events[:, 0]))]  # at one tick, ends before starts
+    return int(np.cumsum(np.where(events[:, 1] == 1, 1, -1)).max())
+
+
+def part_facts(score: Any) -> dict[int, dict[str, int]]:
+    """Per program (tracks of one program together): notes, the most sounding at once, notes out of range."""
+    by_program: dict[int, list[np.ndarray]] = {}
+    for t in score.tracks:
+        arr = t.notes.numpy()
+        if len(arr["time"]):
+            by_program.setdefault(track_program(t), []).append(
+                np.stack([arr["time"], arr["time"] + arr["duration"], arr["pitch"]], 1).astype(np.int64)
+            )
+    out = {}
+    for prog, parts in sorted(by_program.items()):
+        notes = np.concatenate(parts)
+        low, high = PLAYABLE_RANGE.get(prog, (0, 127))
+        out[prog] = {
+            "notes": len(notes),
+            "most_at_once": most_at_once(notes[:, 0], notes[:, 1]),
+            "out_of_range": int(((notes[:, 2] < low) | (notes[:, 2] > high)).sum()),
+        }
     return out

@@ -97,14 +97,20 @@ def transpose_pitched(score: Any, shift: int) -> Any:
     return score
 
 
+def parallel_mode_shift(pitch: int, tonic: int, mode: str) -> int:
+    """Semitones that move ``pitch`` into the parallel ``mode`` of ``tonic``: scale degrees 3, 6 and 7 move
+    by a semitone (E, A, B <-> Eb, Ab, Bb in C: down into minor, up into major); every other note stays."""
+    degree = (pitch - tonic) % 12
+    if mode == "minor":
+        return -1 if degree in (4, 9, 11) else 0
+    return 1 if degree in (3, 8, 10) else 0
+
+
 def to_parallel_mode(score: Any, tonic: int, mode: str) -> Any:
-    """Map a piece onto the parallel major or (natural) minor of ``tonic``: scale degrees 3, 6
-    and 7 move by a semitone (E, A, B <-> Eb, Ab, Bb in C); every other note stays."""
-    to_minor = {4: 3, 9: 8, 11: 10}
-    table = to_minor if mode == "minor" else {v: k for k, v in to_minor.items()}
+    """Map a piece onto the parallel major or (natural) minor of ``tonic`` (:func:`parallel_mode_shift`)."""
     score = score.copy()
     for t in score.tracks:
         if not t.is_drum:
             for n in t.notes:
-                n.pitch += table.get((n.pitch - tonic) % 12, (n.pitch - tonic) % 12) - (n.pitch - tonic) % 12
+                n.pitch += parallel_mode_shift(n.pitch, tonic, mode)
     return score

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from src.music.instruments import track_program
+from src.music.theory import parallel_mode_shift
 from src.music.vocab import DRUMS
 from src.utils.io import atomic_path, sha256_file
 
@@ -188,12 +190,18 @@ class TokenCodec:
         pretok = ["".join(byte_of[int(i)] for i in c) for c in chunks if len(c)]
         return np.array(self.tok._model.encode(pretok, is_pretokenized=True).ids, dtype=np.int64)
 
-    def transpose(self, ids: np.ndarray, semitones: int) -> np.ndarray | None:
-        """Shift every pitched (non-drum) note; None if a note would leave the vocabulary."""
-        if semitones == 0:
-            return ids
+    def map_pitches(self, ids: np.ndarray, shift: Callable[[int], int]) -> np.ndarray | None:
+        """Move every pitched (non-drum) note by ``shift(pitch)`` semitones; None if one would leave the vocabulary."""
         table = np.arange(max(self.tok.vocab.values()) + 1)
         for base_id, pitch in self.base_pitch.items():
-            table[base_id] = self.pitch_to_base.get(pitch + semitones, -1)
+            table[base_id] = self.pitch_to_base.get(pitch + shift(pitch), -1)
         base = table[self.to_base(ids)]
         return None if (base < 0).any() else self.encode_base(base)
+
+    def transpose(self, ids: np.ndarray, semitones: int) -> np.ndarray | None:
+        """Shift every pitched (non-drum) note; None if a note would leave the vocabulary."""
+        return ids if semitones == 0 else self.map_pitches(ids, lambda pitch: semitones)
+
+    def parallel_mode(self, ids: np.ndarray, tonic: int, mode: str) -> np.ndarray | None:
+        """The piece in the parallel ``mode`` of ``tonic`` (:func:`~src.music.theory.parallel_mode_shift`)."""
+        return self.map_pitches(ids, lambda pitch: parallel_mode_shift(pitch, tonic, mode))

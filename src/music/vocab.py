@@ -44,6 +44,10 @@ def style_label(style: str | None) -> str:
     return style or UNLABELLED
 
 
+# an emotion with the other valence and the same arousal: the label of a piece moved to the parallel mode
+PARALLEL_EMOTION = {"HAPPY": "TENSE", "TENSE": "HAPPY", "PEACEFUL": "SAD", "SAD": "PEACEFUL"}
+
+
 def emotion_of(mode: str, arousal: float, threshold: float) -> str:
     """Russell's quadrants as in EMOPIA: valence = mode, arousal = onsets per second against ``threshold``."""
     high = arousal >= threshold
