@@ -357,3 +357,83 @@ def test_missing_renderer_checkpoint_is_a_clear_error(micro_checkpoint, tmp_path
         ]
     )
     assert rc != 0 and not list(tmp_path.glob("*.wav"))
+
+
+def micro_generator(ckpt: Path, **controls):
+    from src.generation.song import SongControls, SongGenerator
+    from src.models.builders import codec_from_checkpoint, load_planner
+
+    model, state = load_planner(ckpt)
+    return SongGenerator(model, codec_from_checkpoint(state), state["data_stats"], SongControls(**controls))
+
+
+@pytest.mark.parametrize("emotion, mode", [("SAD", "minor"), ("TENSE", "minor"), ("HAPPY", "major")])
+def test_no_key_plans_one_of_the_emotions_training_keys(micro_checkpoint, emotion, mode):
+    """Without --key the key is drawn from the training pieces of the style and emotion (so of the emotion's
+    mode), given to the model as its condition, recorded, and delivered; raw facts are those of the first sample."""
+    from src.generation.song import SongRequest
+
+    g = micro_generator(micro_checkpoint)
+    keys = g.stats["keys"]
+    seen = {k for by_emotion in keys.values() for k in by_emotion.get(emotion, {})}
+    assert seen and all(k.endswith(mode) for k in seen)  # the labels: valence is the mode
+    plans = set()
+    for seed in range(6):
+        song = g.generate(SongRequest(style="FOLK", emotion=emotion, seed=seed), None, parse_form("a:2", 2))
+        plan, raw, fix = song.facts["key_plan"], song.facts["raw"], song.facts["fixups"]
+        plans.add(plan["key"])
+        assert plan["key"] in seen and "drawn from the training pieces" in plan["source"]
+        assert song.facts["delivered"]["key"] == song.facts["estimated_key"] == plan["key"]
+        if raw["mode"] != mode:  # the model missed the mode: another sample, or the parallel-mode mapping
+            assert fix["samples"] > 1 or fix["parallel_mode"]
+        assert set(fix) >= {"samples", "transposed", "parallel_mode", "tempo_rewritten", "metre_rewritten"}
+    table = keys.get("FOLK", {}).get(emotion) or seen  # FOLK's keys of this emotion, else every style's
+    drawn = {g.key_plan("FOLK", emotion, seed)[1]["key"] for seed in range(40)}
+    assert plans <= drawn == set(table)  # drawn by the training counts, not always the commonest
+
+
+def test_a_checkpoint_without_training_keys_leaves_the_key_to_the_model(micro_checkpoint):
+    from src.generation.song import SongRequest
+
+    g = micro_generator(micro_checkpoint)
+    del g.stats["keys"]
+    song = g.generate(SongRequest(style="FOLK", emotion="SAD", seed=1), None, parse_form("a:2", 2))
+    assert song.facts["key_plan"]["key"] is None and "transposed" not in song.facts["fixups"]
+    assert any("records no training keys" in n for n in song.notes)
+
+
+def test_raw_facts_are_the_model_s_and_delivered_the_fixed_up(micro_checkpoint):
+    """Instruments the model did not write are reassigned by register: raw share on them is what it wrote."""
+    from src.generation.song import SongRequest
+
+    g = micro_generator(micro_checkpoint)
+    song = g.generate(SongRequest(prompt="trumpet and tuba", style="FOLK", seed=2), None, parse_form("a:2", 2))
+    raw, out = song.facts["raw"], song.facts["delivered"]
+    assert raw["named_share"] < 1 and out["named_share"] == 1 and song.facts["fixups"]["voices_reassigned"]
+    assert set(out["parts"]) == {"Trumpet", "Tuba"} and "Trumpet" not in raw["parts"]
+
+
+def test_plain_sampling_has_no_masks(micro_checkpoint):
+    """masks=False is plain sampling (the grammar only), the baseline the controls bench compares."""
+    from src.generation.song import SongRequest
+
+    g = micro_generator(micro_checkpoint, masks=False)
+    song = g.generate(SongRequest(style="FOLK", time_signature="3/4", seed=0), None, parse_form("a:2", 2))
+    assert song.facts["time_signature"] == "3/4" and song.facts["bars"] == 2  # delivered: exact
+    assert "raw" in song.facts and g.static_mask("3/4", [40]).sum() < len(g.grammar_only)
+
+
+def test_part_facts_count_voices_and_range():
+    from symusic import Note, Score, Track
+
+    from src.music.instruments import max_voices, most_at_once, part_facts
+
+    s = Score(480)
+    flute = Track(program=73)
+    for start, pitch in ((0, 72), (480, 74), (720, 50)):  # the last is below a flute's range and overlaps
+        flute.notes.append(Note(start, 480, pitch, 80))
+    s.tracks.append(flute)
+    facts = part_facts(s)[73]
+    assert facts == {"notes": 3, "most_at_once": 2, "out_of_range": 1} and max_voices(73) == 1
+    assert max_voices(42) == 2 and max_voices(0) is None
+    assert most_at_once(np.array([0, 480]), np.array([480, 960])) == 1  # end == next start: no overlap

@@ -1,5 +1,6 @@
 """After sampling: instruments assigned by register (when the model's differ from the named ones),
-exact tempo, metre and section markers, and the facts measured from the result."""
+exact tempo, metre and section markers, and the facts measured from the result: of the tokens as
+sampled (``control_facts`` of the raw score: what the model did) and of the delivered song."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import numpy as np
 from symusic import Note, Score, Tempo, TextMeta, TimeSignature, Track
 
 from src.music.form import Section, total_bars
-from src.music.instruments import instrument_name, register_of, track_program
-from src.music.notes import bar_ticks, notes_array, parse_time_signature
+from src.music.instruments import instrument_name, part_facts, register_of, track_program
+from src.music.notes import bar_ticks, notes_array, onsets_per_second, parse_time_signature, time_signatures
 from src.music.theory import estimate_key, key_name
 from src.music.tokenizer import TokenCodec
 from src.music.vocab import DRUMS
@@ -60,6 +61,27 @@ def finalise(score: Any, tempo: float, time_signature: str, sections: list[Secti
         score.markers.append(TextMeta(s.start_bar * bar, s.name))
     score.markers.append(TextMeta(total_bars(sections) * bar, "end"))
     return score
+
+
+def control_facts(score: Any, tempo: float, named: list[int]) -> dict[str, Any]:
+    """What a score does of each control: its key and mode, onsets per second at the requested ``tempo``
+    (arousal, as the emotion labels measure it), its tempo and metres as written, and per part the notes,
+    the most at once and the notes outside the instrument's range; ``named_share``: notes on ``named``."""
+    notes = notes_array(score)
+    tonic, mode, _ = estimate_key(notes)
+    parts = part_facts(score)
+    total = sum(p["notes"] for p in parts.values())
+    return {
+        "key": key_name(tonic, mode),
+        "mode": mode,
+        "onsets_per_second": round(onsets_per_second(notes, score.ticks_per_quarter, tempo), 3),
+        "tempo": round(float(score.tempos[0].qpm), 3) if len(score.tempos) else None,
+        "time_signatures": sorted({f"{n}/{d}" for _, n, d in time_signatures(score)}),
+        "parts": {instrument_name(p): {"program": p, **f} for p, f in parts.items()},
+        "named_share": round(sum(parts[p]["notes"] for p in set(named) & set(parts)) / total, 4)
+        if named and total
+        else None,
+    }
 
 
 def measure(score: Any, ids: list[int], codec: TokenCodec, sections: list[Section]) -> dict[str, Any]:

@@ -7,7 +7,9 @@
   re-samples a share of them (``variation``), so it is recognisably the same material, varied.
 - Tempo is written exactly; the time signature is fixed by a token mask; ``key`` is a condition
   and the result is transposed onto the requested tonic when its estimated mode matches
-  (re-sampled up to ``key_attempts`` times otherwise).
+  (re-sampled up to ``key_attempts`` times otherwise, then mapped to the parallel mode). Without
+  ``key`` the key is planned: drawn from the training keys of the style and emotion, so the
+  emotion's mode (its valence) is a condition the model is given.
 - Instruments named in the prompt are the instrument set. When the checkpoint has seen them,
   Program tokens are restricted to them; otherwise (or if one stays silent) the generated
   voices are assigned to the named instruments by register, and the result says so.
@@ -16,14 +18,15 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from src.generation.arrange import assign_instruments, finalise, measure
+from src.generation.arrange import assign_instruments, control_facts, finalise, measure
 from src.models.sampling import Grammar, PlannerStepper, SamplingConfig, filter_logits
 from src.models.symbolic_planner import SymbolicPlanner
 from src.music.conditions import Conditions, batch
@@ -36,6 +39,17 @@ from src.music.vocab import EMOTIONS, STYLES, TIME_SIGNATURES, UNLABELLED
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]  # (stage: "plan" | "render", done, total)
+
+
+class Stepper(Protocol):
+    """Next-token logits as tokens are fed: ``start`` (1, t) -> (1, V), ``step`` (1,) -> (1, V)."""
+
+    def start(self, prompt: torch.Tensor) -> torch.Tensor: ...
+    def step(self, token: torch.Tensor) -> torch.Tensor: ...
+
+
+# (the song's conditions, batched conditions from a bar on, sampling) -> the stepper that writes its tokens
+StepperFactory = Callable[[Conditions, Callable[[int], dict[str, torch.Tensor]], SamplingConfig], Stepper]
 
 
 class RequestError(ValueError):
@@ -66,6 +80,7 @@ class SongControls:
     max_tokens_per_bar: int = 96  # bar budget: past it, the bar is closed at the next chance
     key_attempts: int = 4
     min_program_pieces: int = 20  # instruments seen in fewer training pieces count as unseen
+    masks: bool = True  # False: plain sampling, the grammar only (no metre, program or position masks)
 
 
 @dataclass
@@ -78,14 +93,22 @@ class Song:
 
 
 class SongGenerator:
+    """Songs from a planner (or, through ``stepper``, from any next-token model such as the evaluation's
+    bigram floor, which then gets exactly the same masks, plan and fix-ups)."""
+
     def __init__(
         self,
-        model: SymbolicPlanner,
+        model: SymbolicPlanner | None,
         codec: TokenCodec,
         data_stats: dict[str, Any],
         controls: SongControls | None = None,
+        stepper: StepperFactory | None = None,
     ):
+        if model is None and stepper is None:
+            raise ValueError("a SongGenerator needs a planner or a stepper")
         self.model, self.codec, self.stats = model, codec, data_stats
+        self.stepper = stepper or (lambda cond, cond_fn, sampling: PlannerStepper(self.model, cond_fn, sampling))
+        self.device = next(model.parameters()).device if model is not None else torch.device("cpu")
         self.controls = controls or SongControls()
         self.grammar = Grammar(codec)
         self.starts_bar = torch.from_numpy(codec.starts_bar)
@@ -93,6 +116,7 @@ class SongGenerator:
         self.last_pos = torch.from_numpy(codec.last_position)
         self.may_close = (self.grammar.table & self.starts_bar[None]).any(-1)  # (V,) a Bar may follow this token
         self.fallbacks = 0  # tokens of the last sample_tokens call for which the masks left nothing
+        self.grammar_only = torch.ones(len(codec.bpe_to_base), dtype=torch.bool)
 
     # ------------------------------------------------------------------ masks
     def static_mask(self, time_signature: str, programs: list[int] | None) -> torch.Tensor:
@@ -134,7 +158,7 @@ class SongGenerator:
         """Sample bar by bar until exactly sum(bars) bars; returns [BOS] + tokens (no EOS).
 
         ``progress("plan", bars_done, total)`` is called as each bar is closed."""
-        device = next(self.model.parameters()).device
+        device = self.device
         total = total_bars(sections)
         copy_src: list[int | None] = []
         first_at: dict[str, Section] = {}
@@ -149,7 +173,7 @@ class SongGenerator:
         def cond_fn(bar0: int) -> dict[str, torch.Tensor]:
             return batch([cond.from_bar(bar0)], self.model.cfg, device)
 
-        stepper = PlannerStepper(self.model, cond_fn, sampling)
+        stepper = self.stepper(cond, cond_fn, sampling)
         logits = stepper.start(torch.tensor([[BOS]], device=device))
         bars: list[list[int]] = []
         prev, position = BOS, 0
@@ -222,9 +246,32 @@ class SongGenerator:
             )
 
     # ------------------------------------------------------------------ generation and post-processing
+    def key_plan(self, style: str | None, emotion: str, seed: int) -> tuple[tuple[int, str] | None, dict[str, Any]]:
+        """No key asked for: a key drawn from the training pieces of this style and emotion (their key
+        counts, which the checkpoint records), so the emotion's mode is a condition the model is given.
+        Returns (key or None, the plan's record for the JSON)."""
+        keys = self.stats.get("keys")
+        if not keys:
+            return None, {"key": None, "source": "the checkpoint records no training keys: the key is the model's"}
+        table = keys.get(style or UNLABELLED, {}).get(emotion)
+        source = f"the training pieces labelled {style or UNLABELLED} and {emotion}"
+        if not table:  # this style has no piece of this emotion: every style's
+            table = dict(sum((Counter(by_emotion.get(emotion, {})) for by_emotion in keys.values()), Counter()))
+            source = f"the training pieces labelled {emotion} (none of style {style or UNLABELLED})"
+        if not table:
+            return None, {"key": None, "source": f"no training piece is labelled {emotion}: the key is the model's"}
+        names = sorted(table)
+        counts = torch.tensor([float(table[n]) for n in names])
+        pick = names[int(torch.multinomial(counts, 1, generator=torch.Generator().manual_seed(seed)))]
+        return parse_key(pick), {"key": pick, "source": f"drawn from {source} ({int(counts.sum())} pieces)"}
+
     def generate(
         self, req: SongRequest, text: np.ndarray | None, sections: list[Section], progress: Progress | None = None
     ) -> Song:
+        """Sample the song, then the fix-ups (each recorded in ``facts["fixups"]``): re-sampling and then
+        transposition and parallel-mode mapping onto the key, register reassignment of the voices when
+        the model's instruments differ from the named ones, the exact tempo and metre. ``facts["raw"]``
+        measures the first sample as the model wrote it, before any of them."""
         if (req.style is not None and req.style not in STYLES) or req.emotion not in EMOTIONS:
             raise ValueError(f"unknown style {req.style!r} or emotion {req.emotion!r}")
         self.check(req)
@@ -250,16 +297,26 @@ class SongGenerator:
                 + f" (fewer than {self.controls.min_program_pieces} training pieces); generated voices are"
                 " assigned to the named instruments by register"
             )
-        mask = self.static_mask(req.time_signature, restrict)
-        want_key = parse_key(req.key) if req.key else None
+        mask = self.static_mask(req.time_signature, restrict) if self.controls.masks else self.grammar_only
+        if req.key:
+            want_key, plan = parse_key(req.key), {"key": key_name(*parse_key(req.key)), "source": "--key"}
+        else:
+            want_key, plan = self.key_plan(req.style, req.emotion, req.seed * 1009 + 7919)
+            if want_key is None:
+                notes.append(plan["source"])
         cond = Conditions.for_song(
             text, req.style, req.emotion, req.tempo, want_key, req.time_signature, programs, sections
         )
         best: tuple[int, list[int], Any, int] | None = None
+        raw: dict[str, Any] = {}
+        attempts = 0
         for attempt in range(self.controls.key_attempts if want_key else 1):
+            attempts += 1
             gen = torch.Generator().manual_seed(req.seed * 1009 + attempt)
             ids = self.sample_tokens(cond, sections, req.sampling, mask, gen, progress)
             score = self.codec.decode(ids)
+            if attempt == 0:
+                raw = control_facts(score, req.tempo, named)
             if want_key is None:
                 best = (0, ids, score, self.fallbacks)
                 break
@@ -270,6 +327,7 @@ class SongGenerator:
             if not miss:
                 break
         _, ids, score, fallbacks = best
+        fixups: dict[str, Any] = {"samples": attempts, "grammar_fallbacks": fallbacks}
         if fallbacks:
             notes.append(
                 f"for {fallbacks} token(s) the time-signature, program and position masks left no token; "
@@ -277,19 +335,25 @@ class SongGenerator:
             )
         if named:
             score, note = assign_instruments(score, named)
+            fixups["voices_reassigned"] = bool(note)
             if note:
                 notes.append(note)
         if want_key is not None:
             tonic, mode, _ = estimate_key(notes_array(score))
             shift = (want_key[0] - tonic + 6) % 12 - 6
+            fixups["transposed"] = shift
             if shift:
                 score = transpose_pitched(score, shift)
+            fixups["parallel_mode"] = mode != want_key[1]
             if mode != want_key[1]:
                 score = to_parallel_mode(score, want_key[0], want_key[1])
                 notes.append(
                     f"none of {self.controls.key_attempts} attempts came out in {want_key[1]}: the notes were "
                     f"mapped from {key_name(want_key[0], mode)} to {key_name(*want_key)}"
                 )
+        fixups["tempo_rewritten"] = raw["tempo"] is None or abs(raw["tempo"] - req.tempo) >= 0.5
+        fixups["metre_rewritten"] = raw["time_signatures"] != [req.time_signature]
         score = finalise(score, req.tempo, req.time_signature, sections)
         facts = measure(score, ids, self.codec, sections)
+        facts |= {"key_plan": plan, "raw": raw, "delivered": control_facts(score, req.tempo, named), "fixups": fixups}
         return Song(ids, score, sections, facts, notes)

@@ -106,7 +106,13 @@ function showResult(job, clicked) {
   }
   const t = $("facts");
   t.innerHTML = "";
-  row(t, "key", `${f.estimated_key} (confidence ${f.key_confidence})` + (s.key ? `, asked ${s.key}` : ""));
+  const plan = f.key_plan.key ? `, planned ${f.key_plan.key} (${f.key_plan.source})` : `; ${f.key_plan.source}`;
+  row(t, "key", `${f.estimated_key} (confidence ${f.key_confidence})` + (s.key ? `, asked ${s.key}` : plan));
+  const fx = f.fixups, fixed = [`${fx.samples} sample(s)`];
+  if (fx.transposed) fixed.push(`transposed ${fx.transposed} semitones`);
+  if (fx.parallel_mode) fixed.push("mapped to the parallel mode");
+  if (fx.voices_reassigned) fixed.push("voices reassigned by register");
+  row(t, "the model wrote", `${f.raw.key}, ${Object.keys(f.raw.parts).join(", ")}; then ${fixed.join(", ")}`);
   row(t, "tempo", `${f.tempo} BPM`);
   row(t, "bars", `${f.bars} in ${f.sections.map((x) => `${x.name}:${x.bars}`).join(", ")}`);
   row(t, "time signature", f.time_signature);
