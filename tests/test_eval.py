@@ -87,6 +87,41 @@ def test_eval_command_writes_a_deterministic_report(micro_data, micro_checkpoint
     assert set(rows) == {"real", "checkpoint", "baseline"} and rows["checkpoint"]["pieces"] == 4
     assert rows["checkpoint"]["control_tempo"] == 1.0 and rows["checkpoint"]["control_bars"] == 1.0
     assert 0 <= rows["baseline"]["mean_overlap"] <= 1 and set(metrics[0]["judges"]) <= {"emotion", "style"}
+    # the floor writes its songs through the same generator: the same controls, raw columns and fix-ups
+    controls = {k for k in rows["checkpoint"] if k.startswith("control_")}
+    assert controls == {k for k in rows["baseline"] if k.startswith("control_")}
+    assert {"control_raw_mode", "control_fix_parallel_mode", "control_mode"} <= controls
+    assert rows["baseline"]["control_tempo"] == 1.0 and rows["baseline"]["control_bars"] == 1.0
+    assert rows["real"]["pieces"] == rows["checkpoint"]["pieces"]  # the ceiling is a set of the same size
+    assert 0 <= rows["checkpoint"]["real_vs_set_accuracy"] <= 1 or np.isnan(rows["checkpoint"]["real_vs_set_accuracy"])
+    assert set(metrics[0]["texture"]) >= {"real test", "bigram (floor)"}
     for f in ("report.md", "features.png", "piano_rolls.png"):
         assert (tmp_path / "a" / f).stat().st_size > 0
     assert main(["--checkpoint", str(tmp_path / "missing.pt")]) == 2
+
+
+def test_texture_counts_voices_gaps_and_runs():
+    from src.music.features import texture
+
+    chorale = np.array([[b * TPQ, TPQ, p, 0] for b in range(8) for p in (48, 55, 64, 72)])
+    t = texture(chorale, TPQ)
+    assert t["voices_per_beat"] == 4 and t["empty_beat_rate"] == 0 and t["sounding_run_beats"] == 8
+    fragments = np.array([[0, TPQ, 60, 0], [4 * TPQ, TPQ // 2, 62, 0], [4 * TPQ, TPQ // 2, 65, 0]])
+    t = texture(fragments, TPQ)  # beats 0 and 4 sound, 1-3 are empty: 3 of 5 beats
+    assert t["voices_per_beat"] == pytest.approx((4 * 1 + 2 * 2) / 6)
+    assert t["empty_beat_rate"] == pytest.approx(3 / 5) and t["sounding_run_beats"] == pytest.approx(0.75)
+
+
+def test_real_vs_generated_classifier_sees_a_difference_and_not_a_copy():
+    from src.eval.evaluate import Piece, real_vs_generated
+
+    rng = np.random.default_rng(0)
+
+    def piece(i: int, voices: int) -> Piece:
+        notes = [[b * TPQ, TPQ, 60 + 3 * v + int(rng.integers(0, 3)), 0] for b in range(16) for v in range(voices)]
+        return Piece(f"p{i}", np.array(notes), TPQ, 100.0, "4/4", [0], []).measure()
+
+    real = [piece(i, 4) for i in range(20)]
+    assert real_vs_generated(real, [piece(i, 1) for i in range(20)], seed=0) > 0.9
+    assert real_vs_generated(real, [piece(i, 4) for i in range(20, 40)], seed=0) < 0.75
+    assert np.isnan(real_vs_generated(real[:3], real[3:6], seed=0))

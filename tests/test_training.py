@@ -43,6 +43,33 @@ def test_dataset_transposition(micro_data):
     assert plain[0]["row"]["split"] == "train"
 
 
+def test_parallel_mode_augmentation_flips_mode_emotion_and_withholds_the_caption(micro_data):
+    """Pieces moved to the parallel mode sound in it, and their conditions say so (key mode, emotion valence),
+    without the caption that names the old key and mood."""
+    from src.music.notes import notes_array
+    from src.music.theory import estimate_key
+
+    dcfg, _ = micro_data
+    codec = load_codec(dcfg.processed_dir)
+    plain = TokenDataset(dcfg.processed_dir, "train", 0, 0, codec)
+    moved = TokenDataset(dcfg.processed_dir, "train", 0, 0, codec, parallel_mode=1.0)
+    flips, tried = 0, 0
+    for i, row in enumerate(moved.rows[:20]):
+        ids, shift, was_moved = moved.ids_and_shift(i)
+        if not was_moved:
+            continue
+        tried += 1
+        before = estimate_key(notes_array(codec.decode(plain.ids(i))))[1]
+        flips += estimate_key(notes_array(codec.decode(ids)))[1] != before
+        c = Conditions.from_row(row, np.ones(384), 0, shift, parallel=True)
+        assert c.text is None and (c.key >= 12) == (row["mode"] == "major")
+        assert (c.emotion in ("SAD", "TENSE")) == (row["emotion"] in ("HAPPY", "PEACEFUL"))
+    assert tried >= 15 and flips >= 0.8 * tried
+    half = TokenDataset(dcfg.processed_dir, "train", 0, 0, codec, parallel_mode=0.5)
+    share = np.mean([half.ids_and_shift(i)[2] for i in range(len(half))])
+    assert 0.25 < share < 0.75 and half.ids_and_shift(3)[2] == half.ids_and_shift(3)[2]  # seeded
+
+
 def test_validation_windows_start_on_a_bar_like_training_windows(micro_data):
     dcfg, _ = micro_data
     codec = load_codec(dcfg.processed_dir)

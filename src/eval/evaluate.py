@@ -20,23 +20,26 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from tqdm import tqdm
 
 from src.data.token_store import TokenStore
 from src.eval import metrics as M
 from src.eval.config import EvalConfig
 from src.eval.judges import Judge, judge_features
-from src.generation.arrange import finalise
 from src.generation.song import SongGenerator, SongRequest
 from src.models.builders import codec_from_checkpoint, load_codec, load_planner
-from src.models.sampling import Grammar, SamplingConfig
+from src.models.sampling import SamplingConfig
 from src.models.text_encoder import caption_embeddings
-from src.music.features import HISTOGRAM_METRICS, SCALAR_METRICS, piece_metrics
+from src.music.conditions import Conditions
+from src.music.features import HISTOGRAM_METRICS, SCALAR_METRICS, TEXTURE_METRICS, piece_metrics, texture
 from src.music.form import form_of, parse_form, total_bars
 from src.music.instruments import instruments_in_prompt, score_programs
-from src.music.notes import notes_array, parse_time_signature
-from src.music.theory import estimate_key, parse_key
-from src.music.tokenizer import BOS, EOS, TokenCodec
+from src.music.notes import notes_array, onsets_per_second, parse_time_signature
+from src.music.theory import estimate_key, key_name, parse_key
+from src.music.tokenizer import BOS, TokenCodec
+from src.music.vocab import HIGH_AROUSAL, style_label
+from src.training.symbolic import data_stats
 from src.utils.io import read_jsonl
 
 log = logging.getLogger(__name__)
@@ -57,11 +60,22 @@ class Piece:
     request: dict[str, Any] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    texture: dict[str, float] = field(default_factory=dict)
 
     def measure(self) -> Piece:
         num, den = parse_time_signature(self.time_signature)
         self.metrics = piece_metrics(self.notes, self.tpq, self.qpm, [(0, num, den)])
+        self.texture = texture(self.notes, self.tpq)
         return self
+
+    @property
+    def style(self) -> str:
+        return style_label(self.request["row"]["style"]) if "row" in self.request else "-"
+
+    def realism_features(self) -> np.ndarray:
+        """The real-vs-generated classifier's input: every scalar metric, histogram and texture measure."""
+        scalars = [self.metrics[k] for k in SCALAR_METRICS] + [self.texture[k] for k in TEXTURE_METRICS]
+        return np.concatenate([scalars, *(self.metrics[k] for k in HISTOGRAM_METRICS)])
 
     def judged(self) -> np.ndarray:
         return judge_features(self.metrics, self.notes, self.qpm, self.programs)
@@ -113,9 +127,7 @@ def real_pieces(data_dir: str | Path, split: str, codec: TokenCodec, limit: int 
 
 
 def generate_set(
-    model: Any,
-    state: dict,
-    codec: TokenCodec,
+    gen: SongGenerator,
     rows: list[dict],
     text_emb: np.ndarray,
     num_samples: int,
@@ -124,8 +136,7 @@ def generate_set(
     sampling: SamplingConfig,
     name: str,
 ) -> list[Piece]:
-    """``num_samples`` songs per held-out condition from one checkpoint (seeded per condition and sample)."""
-    gen = SongGenerator(model, codec, state["data_stats"])
+    """``num_samples`` songs per held-out condition (seeded per condition and sample)."""
     out = []
     for i, row in enumerate(tqdm(rows, desc=f"generating ({name})", unit="condition")):
         for j in range(num_samples):
@@ -139,57 +150,40 @@ def generate_set(
     return out
 
 
+class BigramStepper:
+    """Next-token log-probabilities of a bigram table (the :class:`~src.generation.song.Stepper` protocol)."""
+
+    def __init__(self, log_probs: torch.Tensor):
+        self.log_probs = log_probs  # (V, V): row = previous token
+
+    def start(self, prompt: torch.Tensor) -> torch.Tensor:
+        return self.log_probs[int(prompt[0, -1])][None]
+
+    def step(self, token: torch.Tensor) -> torch.Tensor:
+        return self.log_probs[int(token[-1])][None]
+
+
 class BigramBaseline:
-    """Per-style token bigram (add-one), sampled under the REMI+ grammar to the requested bars: the floor."""
+    """Per-style token bigram (add-one) of the training split: the floor. Its songs come from the same
+    :class:`SongGenerator` as the planners' (same masks, key plan, re-sampling and fix-ups)."""
 
     def __init__(self, data_dir: str | Path, codec: TokenCodec):
-        self.codec, self.grammar = codec, Grammar(codec)
+        self.codec = codec
         V = len(codec.bpe_to_base)
         store = TokenStore(data_dir)
-        self.counts: dict[str, np.ndarray] = {}
+        counts: dict[str, np.ndarray] = {}
         for r in read_jsonl(Path(data_dir) / "manifest.jsonl"):
             if r["split"] != "train" or r["row"] not in store.row_to_item:
                 continue
             ids = np.concatenate([[BOS], store[store.row_to_item[r["row"]]].astype(np.int64)])
-            c = self.counts.setdefault(r["style"], np.ones((V, V), np.float64))
+            c = counts.setdefault(r["style"], np.ones((V, V), np.float64))
             np.add.at(c, (ids[:-1], ids[1:]), 1)
+        self.log_probs = {s: torch.from_numpy(np.log(c / c.sum(1, keepdims=True))).float() for s, c in counts.items()}
+        pooled = sum(counts.values())
+        self.pooled = torch.from_numpy(np.log(pooled / pooled.sum(1, keepdims=True))).float()
 
-    def sample(self, style: str, bars: int, gen: torch.Generator, max_tokens: int = 4096) -> list[int]:
-        counts = torch.from_numpy(self.counts.get(style) if style in self.counts else sum(self.counts.values()))
-        ids, prev, n_bars = [BOS], BOS, 0
-        while len(ids) < max_tokens:
-            allowed = self.grammar.mask(torch.tensor([prev]))[0]
-            allowed[EOS] = False  # the song ends at its planned length
-            p = counts[prev] * allowed
-            nxt = int(torch.multinomial(p / p.sum(), 1, generator=gen))
-            if self.codec.starts_bar[nxt]:
-                if n_bars == bars:
-                    break
-                n_bars += 1
-            ids.append(nxt)
-            prev = nxt
-        return ids
-
-
-def bigram_set(bigram: BigramBaseline, rows: list[dict], num_samples: int, max_bars: int, seed: int) -> list[Piece]:
-    out = []
-    for i, row in enumerate(tqdm(rows, desc="generating (bigram)", unit="condition")):
-        for j in range(num_samples):
-            req = request_of(row, max_bars, seed + 1000 * i + j, SamplingConfig())
-            sections = parse_form(req.form, req.bars_per_section)
-            ids = bigram.sample(row["style"], total_bars(sections), torch.Generator().manual_seed(req.seed))
-            score = finalise(bigram.codec.decode(ids), req.tempo, req.time_signature, sections)
-            bars = int(np.sum(bigram.codec.starts_bar[np.array(ids)]))
-            out.append(
-                piece_from_score(
-                    f"{row['id']}#{j}",
-                    score,
-                    ids,
-                    request={"row": row, "req": req},
-                    facts={"tempo": req.tempo, "bars": bars},
-                )
-            )
-    return out
+    def stepper(self, cond: Conditions, cond_fn: Any, sampling: SamplingConfig) -> BigramStepper:
+        return BigramStepper(self.log_probs.get(cond.style, self.pooled))
 
 
 def midi_folder_set(folder: str | Path, codec: TokenCodec) -> list[Piece]:
@@ -217,42 +211,108 @@ def compare(gen: list[Piece], real: list[Piece]) -> dict[str, dict[str, float]]:
     }
 
 
-def control_accuracy(pieces: list[Piece], judges: dict[str, Judge]) -> dict[str, float]:
-    """Shares of generated songs whose measured result matches the request (NaN: nothing to check)."""
+def control_accuracy(pieces: list[Piece], judges: dict[str, Judge], arousal_threshold: float = 2.5) -> dict[str, float]:
+    """Shares of generated songs whose result matches the request (NaN: nothing to check).
+
+    Delivered (the song as written, after the generator's fix-ups): tempo, bars, named instruments, key,
+    mode, arousal, and emotion and style as the judges hear them. ``raw_*``: the first sample as the model
+    wrote it (``facts["raw"]``), before re-sampling, transposition, parallel-mode mapping, voice
+    reassignment or the tempo rewrite. ``fix_*``: how often each fix-up fired. Valence is the estimated
+    mode; arousal is onsets per second at the requested tempo on the emotion's side of the labels'
+    threshold; ``raw_named_share``: the mean share of notes the model put on the named programs."""
     if not pieces or "req" not in pieces[0].request:
         return {}
-    tempo, bars, instruments, key, judged = [], [], [], [], {k: [] for k in judges}
+    checks: dict[str, list[float]] = {}
+
+    def add(name: str, value: Any) -> None:
+        checks.setdefault(name, []).append(float(value))
+
     x = np.stack([p.judged() for p in pieces])
     predictions = {k: j.predict(x) for k, j in judges.items()}
     for i, p in enumerate(pieces):
         req = p.request["req"]
         want_bars = total_bars(parse_form(req.form, req.bars_per_section))
-        tempo.append(abs(p.qpm - req.tempo) < 0.5)
-        bars.append(p.facts.get("bars") == want_bars)
+        add("tempo", abs(p.qpm - req.tempo) < 0.5)
+        add("bars", p.facts.get("bars") == want_bars)
         named = [prog for _, prog in instruments_in_prompt(req.prompt)]
         if named:
-            instruments.append(set(named) <= set(p.programs))
-        tonic, mode = parse_key(req.key)
-        est = estimate_key(p.notes)
-        key.append((est[0], est[1]) == (tonic, mode))
+            add("instruments", set(named) <= set(p.programs))
+        want_mode = "minor" if req.emotion in ("SAD", "TENSE") else "major"
+        high = req.emotion in HIGH_AROUSAL
+        if req.key:
+            tonic, mode = parse_key(req.key)
+            add("key", estimate_key(p.notes)[:2] == (tonic, mode))
+        add("mode", estimate_key(p.notes)[1] == want_mode)
+        add("arousal", (onsets_per_second(p.notes, p.tpq, req.tempo) >= arousal_threshold) == high)
+        raw = p.facts.get("raw")
+        if raw:
+            if req.key:
+                add("raw_key", raw["key"] == key_name(*parse_key(req.key)))
+            add("raw_mode", raw["mode"] == want_mode)
+            add("raw_arousal", (raw["onsets_per_second"] >= arousal_threshold) == high)
+            add("raw_tempo", raw["tempo"] is not None and abs(raw["tempo"] - req.tempo) <= 0.1 * req.tempo)
+            if raw["named_share"] is not None:
+                add("raw_named_share", raw["named_share"])
+            fix = p.facts["fixups"]
+            add("fix_resampled", fix["samples"] > 1)
+            add("fix_transposed", bool(fix.get("transposed")))
+            add("fix_parallel_mode", bool(fix.get("parallel_mode")))
+            if named:
+                add("fix_reassigned", bool(fix.get("voices_reassigned")))
         for k in judges:
             if getattr(req, k) is not None:  # an unlabelled piece's request names no style
-                judged[k].append(predictions[k][i] == getattr(req, k))
-    share = lambda v: float(np.mean(v)) if v else float("nan")  # noqa: E731
-    return {
-        "tempo": share(tempo),
-        "bars": share(bars),
-        "instruments": share(instruments),
-        "instrument_requests": len(instruments),
-        "key": share(key),
-        **{k: share(v) for k, v in judged.items()},
-    }
+                add(k, predictions[k][i] == getattr(req, k))
+    out = {k: float(np.mean(v)) for k, v in checks.items()}
+    for k in ("tempo", "bars", "instruments", "key", "mode", "arousal", *judges):
+        out.setdefault(k, float("nan"))
+    return out | {"instrument_requests": len(checks.get("instruments", []))}
 
 
 def diversity(sets: dict[str, list[Piece]], seed: int) -> dict[str, float]:
     """Distinct 4-grams of each set's tokens, on the same number of 4-grams for every set."""
     count = min(sum(max(len(p.ids) - 3, 0) for p in ps) for ps in sets.values())
     return {name: M.distinct_ngrams([p.ids for p in ps], 4, count=count, seed=seed) for name, ps in sets.items()}
+
+
+def real_vs_generated(real: list[Piece], other: list[Piece], seed: int, folds: int = 5) -> float:
+    """Cross-validated accuracy of a logistic regression telling ``real`` from ``other`` pieces on
+    :meth:`Piece.realism_features`, on equal numbers of each (0.5 = indistinguishable; NaN: too few)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    n = min(len(real), len(other))
+    if n < folds:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    a = [real[i] for i in sorted(rng.choice(len(real), n, replace=False))]
+    b = [other[i] for i in sorted(rng.choice(len(other), n, replace=False))]
+    x = np.stack([p.realism_features() for p in a + b])
+    y = np.array([1] * n + [0] * n)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, random_state=seed))
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    return float(cross_val_score(model, x, y, cv=cv).mean())
+
+
+def texture_by_style(sets: dict[str, list[Piece]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per set and style: the mean of each texture measure and the number of pieces."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name, pieces in sets.items():
+        for style in sorted({p.style for p in pieces}):
+            mine = [p for p in pieces if p.style == style]
+            means = {k: float(np.mean([p.texture[k] for p in mine])) for k in TEXTURE_METRICS}
+            out.setdefault(name, {})[style] = {**means, "pieces": len(mine)}
+    return out
+
+
+def arousal_threshold(data_dir: str | Path) -> float:
+    """The onsets per second that separated high from low arousal when stage 1 labelled the data."""
+    path = Path(data_dir) / "data_config.yaml"
+    try:
+        return float(yaml.safe_load(path.read_text())["labels"]["arousal_threshold"])
+    except (OSError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: labels.arousal_threshold not found ({e}); rerun: bash 01_prepare_data.sh") from None
 
 
 def train_judges(train: list[Piece], test: list[Piece], seed: int) -> dict[str, Judge]:
@@ -299,31 +359,41 @@ def evaluate(
     if cfg.conditions:
         rows = [rows[i] for i in sorted(np.random.default_rng(seed).permutation(len(rows))[: cfg.conditions])]
     text_emb = caption_embeddings(data_dir)
-    sets: dict[str, list[Piece]] = {"real test vs train (ceiling)": train}
+    n_songs = len(rows) * num_samples  # the ceiling is a set of as many real pieces as each generated set has songs
+    pick = np.random.default_rng(seed + 1).permutation(len(train))[:n_songs]
+    ceiling = [train[i] for i in sorted(pick)]
+    sets: dict[str, list[Piece]] = {"real test vs train (ceiling)": ceiling}
     kinds = {"real test vs train (ceiling)": "real"}
     for path, model, state in loaded:
         name = f"{Path(path).parent.parent.name}/{Path(path).parent.name}" if Path(path).parent.name else path
         name = f"{name} ({'aligned' if state.get('kind') == 'aligned_planner' else 'supervised'})"
         torch.manual_seed(seed)
-        sets[name] = generate_set(
-            model, state, codec, rows, text_emb, num_samples, max_bars, seed, SamplingConfig(), name
-        )
+        gen = SongGenerator(model, codec, state["data_stats"])
+        sets[name] = generate_set(gen, rows, text_emb, num_samples, max_bars, seed, SamplingConfig(), name)
         kinds[name] = "checkpoint"
     for folder in midi_dirs or []:
         sets[f"midi: {folder}"] = midi_folder_set(folder, codec)
         kinds[f"midi: {folder}"] = "midi"
     if cfg.bigram:
-        sets["bigram (floor)"] = bigram_set(BigramBaseline(data_dir, codec), rows, num_samples, max_bars, seed)
+        bigram = BigramBaseline(data_dir, codec)
+        train_rows = [r for r in read_jsonl(Path(data_dir) / "manifest.jsonl") if r["split"] == "train"]
+        gen = SongGenerator(None, codec, data_stats(train_rows), stepper=bigram.stepper)
+        sets["bigram (floor)"] = generate_set(
+            gen, rows, text_emb, num_samples, max_bars, seed, SamplingConfig(), "bigram (floor)"
+        )
         kinds["bigram (floor)"] = "baseline"
     judges = train_judges(train, test, seed)
     comparisons = {name: compare(ps, test) for name, ps in tqdm(sets.items(), desc="comparing", unit="set")}
     div = diversity({**sets, "real test": test}, seed)
-    controls = {name: control_accuracy(ps, judges) for name, ps in sets.items()}
+    threshold = arousal_threshold(data_dir)
+    realism = {name: real_vs_generated(test, ps, seed) for name, ps in sets.items()}
+    controls = {name: control_accuracy(ps, judges, threshold) for name, ps in sets.items()}
     table = [
         {
             **summary_row(name, comparisons[name], len(sets[name])),
             "kind": kinds[name],
             "distinct_4grams": div[name],
+            "real_vs_set_accuracy": realism[name],
             **{f"control_{k}": v for k, v in controls[name].items()},
         }
         for name in sets
@@ -337,12 +407,15 @@ def evaluate(
         "split": split,
         "real_test_pieces": len(test),
         "real_train_pieces_sampled": len(train),
+        "ceiling_pieces": len(ceiling),
+        "arousal_threshold": threshold,
         "judges": {
             k: {"classes": j.classes, "test_accuracy": j.test_accuracy, "test_pieces": j.test_pieces}
             for k, j in judges.items()
         },
         "real_test_distinct_4grams": div["real test"],
         "table": table,
+        "texture": texture_by_style({"real test": test, **sets}),
         "features": comparisons,
         "sets": sets,
         "test": test,

@@ -9,10 +9,19 @@ from typing import Any
 
 import numpy as np
 
-from src.music.features import HISTOGRAM_METRICS, RHYTHM_NAMES, SCALAR_METRICS
+from src.music.features import HISTOGRAM_METRICS, RHYTHM_NAMES, SCALAR_METRICS, TEXTURE_METRICS
 from src.utils.io import atomic_path, write_text
 
 CONTROLS = ("tempo", "bars", "instruments", "key", "emotion", "style")
+# (control, the model's own column, the delivered column) of the raw-versus-delivered table
+RAW_DELIVERED = (
+    ("mode (valence)", "raw_mode", "mode"),
+    ("arousal", "raw_arousal", "arousal"),
+    ("key", "raw_key", "key"),
+    ("tempo", "raw_tempo", "tempo"),
+    ("instruments", "raw_named_share", "instruments"),
+)
+FIXUPS = ("fix_resampled", "fix_transposed", "fix_parallel_mode", "fix_reassigned")
 
 
 def fmt(v: Any, digits: int = 3) -> str:
@@ -96,7 +105,7 @@ def write_report(result: dict, out_dir: Path, command: str) -> Path:
     plot_rolls(result, out_dir / "piano_rolls.png")
     table = result["table"]
     main = md_table(
-        ["set", "pieces", "mean overlap ↑", "mean KL ↓", "distinct 4-grams", *CONTROLS],
+        ["set", "pieces", "mean overlap ↑", "mean KL ↓", "distinct 4-grams", "real vs set ↓", *CONTROLS],
         [
             [
                 r["set"],
@@ -104,9 +113,34 @@ def write_report(result: dict, out_dir: Path, command: str) -> Path:
                 r["mean_overlap"],
                 r["mean_kl"],
                 r["distinct_4grams"],
+                r["real_vs_set_accuracy"],
                 *(r.get(f"control_{c}", float("nan")) for c in CONTROLS),
             ]
             for r in table
+        ],
+    )
+    generated = [r for r in table if "control_raw_mode" in r]
+    raw_delivered = md_table(
+        ["set", *(f"{c}: raw / delivered" for c, _, _ in RAW_DELIVERED), *(f[4:] for f in FIXUPS)],
+        [
+            [
+                r["set"],
+                *(
+                    f"{fmt(r.get(f'control_{a}', float('nan')))} / {fmt(r[f'control_{b}'])}"
+                    for _, a, b in RAW_DELIVERED
+                ),
+                *(r.get(f"control_{f}", float("nan")) for f in FIXUPS),
+            ]
+            for r in generated
+        ],
+    )
+    tex = result["texture"]
+    texture_table = md_table(
+        ["set", "style", "pieces", *TEXTURE_METRICS],
+        [
+            [name, style, t["pieces"], *(t[k] for k in TEXTURE_METRICS)]
+            for name, by in tex.items()
+            for style, t in by.items()
         ],
     )
     per_feature = md_table(
@@ -134,8 +168,9 @@ def write_report(result: dict, out_dir: Path, command: str) -> Path:
 {result["conditions"]} held-out conditions (test split of `{result["data_dir"]}`) × {result["num_samples"]} samples,
 songs of at most {result["max_bars"]} bars in each piece's own section form, seed {result["seed"]}. Every set is
 compared with the {result["real_test_pieces"]} real test pieces. The first row compares the real test split with
-{result["real_train_pieces_sampled"]} training pieces (the ceiling); the bigram row is a per-style token bigram
-sampled under the same conditions (the floor).
+{result["ceiling_pieces"]} training pieces, as many as each generated set has songs (the ceiling); the bigram
+row is a per-style token bigram that writes its songs through the same song generator as the planners (same
+masks, key plan, re-sampling and fix-ups; the floor).
 
 ## Main table
 
@@ -146,9 +181,31 @@ sampled under the same conditions (the floor).
   averaged over {len(result["features"][table[0]["set"]])} features.
 - **distinct 4-grams**: share of distinct token 4-grams among the same number of 4-grams from every set (the real
   test split: {result["real_test_distinct_4grams"]:.3f}).
+- **real vs set**: 5-fold cross-validated accuracy of a logistic regression telling the real test pieces from
+  the set's pieces (equal numbers of each) on every per-piece feature and texture measure below; 0.5 means
+  indistinguishable. Its ceiling row is the real-vs-real baseline. Neither training nor DPO optimises it.
 - **controls**: share of songs whose measured tempo, bar count, named instruments (songs whose prompt names any),
   estimated key, and judged emotion and style match the request. The generator enforces tempo, bars and key by
-  construction (the key by transposition, see README); the bigram's tempo and bar count are set the same way.
+  construction (the key by re-sampling, transposition and parallel-mode mapping; see README).
+
+## Controls: what the model wrote (raw) and what was delivered
+
+{raw_delivered}
+
+- **raw**: the first sample, as the model wrote it, before any fix-up: mode (valence) against the emotion's
+  (major for HAPPY and PEACEFUL), arousal (onsets per second at the requested tempo on the emotion's side of
+  {result["arousal_threshold"]:g}), the requested key, the tempo token within 10% of the request, and the
+  mean share of notes on the instruments a prompt names. **delivered**: the written song (instruments: every
+  named instrument plays). The right-hand columns say how often each fix-up fired: another sample drawn
+  because the mode missed, a transposition onto the tonic, the parallel-mode mapping, voices reassigned
+  by register.
+
+## Texture against the real pieces of each style
+
+{texture_table}
+
+- **voices_per_beat**: notes sounding together on a sixteenth grid, where anything sounds; **empty_beat_rate**:
+  beats in which nothing sounds; **sounding_run_beats**: mean length of the stretches without a gap.
 
 ## Judges
 

@@ -25,7 +25,8 @@ from src.utils.io import read_jsonl
 
 
 class TokenDataset(Dataset):
-    """Pieces of one split: BPE ids (optionally transposed) with their condition fields."""
+    """Pieces of one split: BPE ids (optionally transposed, optionally moved to the parallel mode) with their
+    condition fields."""
 
     def __init__(
         self,
@@ -34,13 +35,15 @@ class TokenDataset(Dataset):
         transpose: int = 0,
         seed: int = 0,
         codec: Any = None,
+        parallel_mode: float = 0.0,
     ):
         self.store = TokenStore(processed_dir)
         rows = read_jsonl(Path(processed_dir) / "manifest.jsonl")
         self.rows = [r for r in rows if r["split"] == split and r["row"] in self.store.row_to_item]
         self.transpose, self.seed, self.epoch = transpose, seed, 0
-        if transpose and codec is None:
-            raise ValueError("transposition needs a TokenCodec")
+        self.parallel_mode = parallel_mode
+        if (transpose or parallel_mode) and codec is None:
+            raise ValueError("transposition and parallel-mode augmentation need a TokenCodec")
         self.codec = codec
 
     def set_epoch(self, epoch: int) -> None:
@@ -52,17 +55,24 @@ class TokenDataset(Dataset):
     def ids(self, i: int) -> np.ndarray:
         return self.ids_and_shift(i)[0]
 
-    def ids_and_shift(self, i: int) -> tuple[np.ndarray, int]:
-        """The piece's BPE ids, transposed by a random shift (seeded by seed, epoch, i)."""
+    def ids_and_shift(self, i: int) -> tuple[np.ndarray, int, bool]:
+        """The piece's BPE ids, transposed by a random shift, and with probability ``parallel_mode`` moved
+        to the parallel mode of its key (seeded by seed, epoch, i); returns (ids, shift, moved)."""
         row = self.rows[i]
         ids = np.asarray(self.store[self.store.row_to_item[row["row"]]], dtype=np.int64)
+        shift, moved = 0, False
+        if self.parallel_mode and np.random.default_rng((self.seed, self.epoch, i, 11)).random() < self.parallel_mode:
+            other = "minor" if row["mode"] == "major" else "major"
+            mapped = self.codec.parallel_mode(ids, row["key_tonic"], other)
+            if mapped is not None:  # a note pushed out of range: the piece stays as it is
+                ids, moved = mapped, True
         if self.transpose:
             rng = np.random.default_rng((self.seed, self.epoch, i))
-            for shift in rng.permutation(np.arange(-self.transpose, self.transpose + 1)):
-                shifted = self.codec.transpose(ids, int(shift))
+            for s in rng.permutation(np.arange(-self.transpose, self.transpose + 1)):
+                shifted = self.codec.transpose(ids, int(s))
                 if shifted is not None:  # a shift that pushes a note out of range is skipped
-                    return shifted, int(shift)
-        return ids, 0
+                    return shifted, int(s), moved
+        return ids, shift, moved
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return {"ids": torch.from_numpy(self.ids(i)), "row": self.rows[i]}
@@ -81,8 +91,9 @@ class PlannerDataset(Dataset):
         transpose: int = 0,
         seed: int = 0,
         eval_windows: int = 0,
+        parallel_mode: float = 0.0,
     ):
-        self.pieces = TokenDataset(processed_dir, split, transpose, seed, codec)
+        self.pieces = TokenDataset(processed_dir, split, transpose, seed, codec, parallel_mode)
         self.cfg, self.codec, self.text_emb, self.seed = cfg, codec, text_emb, seed
         self.epoch = 0
         self.windows: list[tuple[int, int]] | None = None
@@ -109,10 +120,10 @@ class PlannerDataset(Dataset):
         T = self.cfg.block_size
         if self.windows is not None:
             piece, start = self.windows[i]
-            ids, shift = self.pieces.ids(piece), 0
+            ids, shift, moved = self.pieces.ids(piece), 0, False
         else:
             piece = i
-            ids, shift = self.pieces.ids_and_shift(piece)
+            ids, shift, moved = self.pieces.ids_and_shift(piece)
         seq = np.concatenate([[BOS], ids, [EOS]])
         bar_start = self.codec.starts_bar[seq]
         if self.windows is None:
@@ -126,7 +137,7 @@ class PlannerDataset(Dataset):
         y[: len(chunk) - 1] = chunk[1:]
         bar0 = int(bar_start[:start].sum())
         row = self.pieces.rows[piece]
-        cond = Conditions.from_row(row, self.text_emb[row["row"]], bar0, shift)
+        cond = Conditions.from_row(row, self.text_emb[row["row"]], bar0, shift, moved)
         return {"x": x, "y": y, **to_arrays(cond, self.cfg)}
 
 

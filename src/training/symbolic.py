@@ -17,6 +17,7 @@ from src.models.builders import build_planner, load_codec, load_planner, resolve
 from src.models.symbolic_planner import PlannerConfig, SymbolicPlanner
 from src.models.text_encoder import caption_embeddings
 from src.music.conditions import COND_FIELDS, CONDITION_TENSORS, drop_fields, random_drop
+from src.music.theory import key_name
 from src.music.tokenizer import IGNORE, tokenizer_hash
 from src.music.vocab import style_label
 from src.training.datasets import PlannerDataset
@@ -33,6 +34,9 @@ class TrainConfig(LoopConfig):
     sample_every: int = 0  # 0 = never; else write a MIDI sample and piano roll at evaluations this many steps apart
     sample_tokens: int = 256
     transpose: int = 0  # random pitch shift in [-transpose, transpose] semitones at load time
+    # share of training pieces moved to the parallel mode of their key (key mode and emotion valence flip with
+    # them, the caption is withheld): the key and emotion fields, not only the caption, then decide the mode
+    parallel_mode: float = 0.0
     cond_dropout: dict[str, float] = field(
         default_factory=lambda: {
             "text": 0.1,
@@ -48,6 +52,8 @@ class TrainConfig(LoopConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not 0 <= self.parallel_mode <= 1:
+            raise ValueError(f"parallel_mode must be in [0, 1], got {self.parallel_mode}")
         for k, p in self.cond_dropout.items():
             if not 0 <= p <= 1:
                 raise ValueError(f"cond_dropout.{k} must be in [0, 1], got {p}")
@@ -150,7 +156,9 @@ def train(cfg: SymbolicConfig, info: DistInfo | None = None, stop_after: int | N
         text_emb = caption_embeddings(data_dir)  # cached by rank 0 by now
     mcfg = resolve_planner_config(cfg.model, codec)
     model = build_planner(mcfg)
-    train_ds = PlannerDataset(data_dir, "train", mcfg, codec, text_emb, tc.transpose, tc.seed)
+    train_ds = PlannerDataset(
+        data_dir, "train", mcfg, codec, text_emb, tc.transpose, tc.seed, parallel_mode=tc.parallel_mode
+    )
     val_ds = PlannerDataset(data_dir, "validation", mcfg, codec, text_emb, eval_windows=tc.eval_windows_per_piece)
     if len(train_ds) == 0:
         raise RuntimeError(f"{data_dir}: the train split is empty")
@@ -163,25 +171,31 @@ def train(cfg: SymbolicConfig, info: DistInfo | None = None, stop_after: int | N
         )
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "symbolic_config.yaml")
-    task = PlannerTask(cfg, mcfg, codec, tok_hash, data_stats(train_ds), val_ds, val_ds if len(val_ds) else train_ds)
+    task = PlannerTask(
+        cfg, mcfg, codec, tok_hash, data_stats(train_ds.pieces.rows), val_ds, val_ds if len(val_ds) else train_ds
+    )
     result = fit(model, task, train_ds, cfg, info, stop_after, tok_hash)
     return {**result, "params": model.num_params()}
 
 
-def data_stats(ds: PlannerDataset) -> dict[str, Any]:
-    """What the model saw in training: styles, programs, and each style's commonest instruments."""
+def data_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the model saw in training: styles, programs, each style's commonest instruments, metres, and the
+    keys per style and emotion (the song generator's key plan draws from them)."""
     from collections import Counter
 
-    rows = ds.pieces.rows
     by_style: dict[str, Counter] = {}
+    keys: dict[str, dict[str, Counter]] = {}
     for r in rows:
         by_style.setdefault(style_label(r["style"]), Counter())[tuple(r["programs"])] += 1
+        by_emotion = keys.setdefault(style_label(r["style"]), {})
+        by_emotion.setdefault(r["emotion"], Counter())[key_name(r["key_tonic"], r["mode"])] += 1
     return {
         "styles": dict(Counter(style_label(r["style"]) for r in rows)),
         "programs": sorted({p for r in rows for p in r["programs"]}),
         "program_counts": dict(Counter(p for r in rows for p in r["programs"])),  # pieces per program
         "style_programs": {s: list(c.most_common(1)[0][0]) for s, c in by_style.items()},
         "time_signatures": dict(Counter(r["time_signature"] for r in rows)),
+        "keys": {s: {e: dict(c) for e, c in by_emotion.items()} for s, by_emotion in keys.items()},
     }
 
 
