@@ -1,0 +1,212 @@
+"""Controls the model follows: a grid of requests, what the model wrote (raw) beside what was delivered.
+
+    .venv/bin/python -m bench.eval_controls [--checkpoints A.pt B.pt] [--seeds 8] [--bars 8] \
+        [--guidance 1 1.5 2 3] [--out docs/results/controls_tiny.json]
+
+For each checkpoint (default: the tiny supervised and aligned planners) the grid is every style the
+checkpoint knows x the four emotions x ``--seeds`` seeds, with and without a key (each emotion's demo key),
+and with no instrument, the style's own instrument, or two melody instruments ("fiddle and flute") named
+in a neutral prompt ("a folk piece", "a folk piece for fiddle"); tempo is the emotion's default. Every song
+goes through stage 5's song generator; ``facts["raw"]`` is the first sample as the model wrote it,
+before re-sampling, transposition, parallel-mode mapping, voice reassignment and the tempo rewrite.
+
+- valence = the estimated mode against the emotion's (major for HAPPY and PEACEFUL);
+- arousal = onsets per second at the requested tempo on the emotion's side of the labels' threshold;
+- instruments = the share of notes on the named programs, notes outside each instrument's playable range,
+  and parts of solo winds/brass (bowed strings) sounding more than one (two) notes at once;
+- fix-ups: how often another sample was drawn, the song transposed, mapped to the parallel mode, its
+  voices reassigned by register.
+
+Then the guidance sweep (the no-key, no-instrument cells at each ``--guidance``), plain sampling (the
+grammar only: no metre, program or position masks) beside the generator's masks, and metre: 3/4 and 6/8
+requests, raw share of songs whose tokens carry only the requested time signature.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bench.common import machine, table
+from src.eval.evaluate import arousal_threshold
+from src.generation.config import GenerationConfig
+from src.generation.demos import DEMOS
+from src.generation.song import SongGenerator, SongRequest
+from src.models.builders import codec_from_checkpoint, load_planner
+from src.models.sampling import SamplingConfig
+from src.models.text_encoder import embed_texts
+from src.music.form import parse_form
+from src.music.instruments import PROMPT_INSTRUMENTS, max_voices
+from src.music.vocab import EMOTIONS, HIGH_AROUSAL
+from src.utils.config import load_config
+from src.utils.io import write_text
+
+MINOR = ("SAD", "TENSE")
+
+
+def prompt_word(program: int) -> str:
+    """The first prompt word that names a program."""
+    return next(w for w, p in PROMPT_INSTRUMENTS.items() if p == program)
+
+
+def song_checks(facts: dict, req: SongRequest, named: bool, threshold: float) -> dict[str, float]:
+    """One song's raw and delivered checks (1/0, or a share) and which fix-ups fired."""
+    want_mode = "minor" if req.emotion in MINOR else "major"
+    high = req.emotion in HIGH_AROUSAL
+    raw, out, fix = facts["raw"], facts["delivered"], facts["fixups"]
+    checks: dict[str, float] = {
+        "raw_mode": raw["mode"] == want_mode,
+        "mode": out["mode"] == want_mode,
+        "raw_arousal": (raw["onsets_per_second"] >= threshold) == high,
+        "arousal": (out["onsets_per_second"] >= threshold) == high,
+        "raw_tempo": raw["tempo"] is not None and abs(raw["tempo"] - req.tempo) <= 0.1 * req.tempo,
+        "raw_metre": raw["time_signatures"] == [req.time_signature],
+        "fix_resampled": fix["samples"] > 1,
+        "fix_transposed": bool(fix.get("transposed")),
+        "fix_parallel_mode": bool(fix.get("parallel_mode")),
+    }
+    if req.key:
+        checks["raw_key"] = raw["key"] == facts["key_plan"]["key"]
+        checks["key"] = out["key"] == facts["key_plan"]["key"]
+    if named:
+        checks["raw_named_share"] = raw["named_share"]
+        checks["named_share"] = out["named_share"]
+        checks["fix_reassigned"] = bool(fix.get("voices_reassigned"))
+    for side, f in (("raw", raw), ("delivered", out)):
+        notes = sum(p["notes"] for p in f["parts"].values())
+        checks[f"{side}_in_range"] = 1 - sum(p["out_of_range"] for p in f["parts"].values()) / max(notes, 1)
+        solo = [p for p in f["parts"].values() if max_voices(p["program"])]
+        if solo:
+            checks[f"{side}_solo_within_voices"] = all(p["most_at_once"] <= max_voices(p["program"]) for p in solo)
+    return {k: float(v) for k, v in checks.items()}
+
+
+def run_grid(
+    gen: SongGenerator, cells: list[tuple[dict, SongRequest]], text: dict[str, np.ndarray], desc: str
+) -> list[dict]:
+    rows = []
+    for cell, req in tqdm(cells, desc=desc, unit="song"):
+        song = gen.generate(req, text[req.prompt], parse_form(req.form, req.bars_per_section))
+        rows.append({**cell, "key_plan": song.facts["key_plan"]["key"], "facts": song.facts})
+    return rows
+
+
+def summarise(rows: list[dict], by: tuple[str, ...]) -> list[dict]:
+    """Mean of every check per group of ``by``."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[tuple(r[k] for k in by)].append(r["checks"])
+    out = []
+    for key, checks in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        names = sorted({k for c in checks for k in c})
+        means = {k: round(float(np.mean([c[k] for c in checks if k in c])), 3) for k in names}
+        out.append({**dict(zip(by, key)), "songs": len(checks), **means})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument(
+        "--checkpoints", nargs="+", default=["checkpoints/symbolic/tiny/best.pt", "checkpoints/aligned/tiny/best.pt"]
+    )
+    ap.add_argument("--data_dir", default="data/processed/tiny")
+    ap.add_argument("--seeds", type=int, default=8)
+    ap.add_argument("--bars", type=int, default=8, help="bars per song (two sections, a and b)")
+    ap.add_argument("--guidance", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0])
+    ap.add_argument("--out", default="docs/results/controls_tiny.json")
+    args = ap.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    gcfg = load_config(GenerationConfig, "config/generation.yaml")
+    threshold = arousal_threshold(args.data_dir)
+    form = f"a:{args.bars // 2},b:{args.bars - args.bars // 2}"
+    result: dict[str, Any] = {"machine": machine(), "args": vars(args), "arousal_threshold": threshold}
+    all_rows: list[dict] = []
+    t0 = time.time()
+    for ckpt in args.checkpoints:
+        model, state = load_planner(ckpt)
+        model.eval()
+        codec = codec_from_checkpoint(state)
+        kind = "aligned" if state.get("kind") == "aligned_planner" else "supervised"
+        gen = SongGenerator(model, codec, state["data_stats"], gcfg.controls)
+        plain = SongGenerator(model, codec, state["data_stats"], dataclasses.replace(gcfg.controls, masks=False))
+        styles = gen.known_styles
+
+        def request(style: str, emotion: str, seed: int, key: str, instruments: str, **kw: Any) -> SongRequest:
+            prompt = f"a {style.lower()} piece" + (f" for {instruments}" if instruments else "")
+            tempo = gcfg.default_tempo.get(emotion, 100.0)
+            return SongRequest(prompt, style, emotion, tempo, form, key=key, seed=seed, **kw)
+
+        cells = []
+        for style in styles:
+            own = prompt_word(state["data_stats"]["style_programs"][style][0])
+            for emotion in EMOTIONS:
+                for key in ("", DEMOS[emotion][4]):
+                    for instruments in ("", own, "fiddle and flute"):
+                        for seed in range(args.seeds):
+                            cell = {"checkpoint": kind, "style": style, "emotion": emotion, "key_given": bool(key)}
+                            cell |= {"instruments": instruments or "-", "guidance": 1.0, "sampling": "masks"}
+                            cells.append((cell, request(style, emotion, seed, key, instruments)))
+        for g in args.guidance:
+            if g == 1.0:
+                continue
+            for style in styles:
+                for emotion in EMOTIONS:
+                    for seed in range(args.seeds):
+                        cell = {"checkpoint": kind, "style": style, "emotion": emotion, "key_given": False}
+                        cell |= {"instruments": "-", "guidance": g, "sampling": "masks"}
+                        cells.append((cell, request(style, emotion, seed, "", "", sampling=SamplingConfig(guidance=g))))
+        plain_cells = []
+        for style in styles:
+            for emotion in EMOTIONS:
+                for metre in ("4/4", "3/4", "6/8"):
+                    for seed in range(args.seeds):
+                        cell = {"checkpoint": kind, "style": style, "emotion": emotion, "key_given": False}
+                        cell |= {"instruments": "-", "guidance": 1.0, "metre": metre}
+                        req = request(style, emotion, seed, "", "", time_signature=metre)
+                        plain_cells.append(({**cell, "sampling": "plain"}, req))
+                        if metre != "4/4":
+                            cells.append(({**cell, "sampling": "masks"}, req))
+        prompts = sorted({r.prompt for _, r in cells + plain_cells})
+        text = dict(zip(prompts, embed_texts(prompts)))
+        rows = run_grid(gen, cells, text, f"{kind}: masks") + run_grid(plain, plain_cells, text, f"{kind}: plain")
+        for r, (_, req) in zip(rows, cells + plain_cells):
+            r["checks"] = song_checks(r.pop("facts"), req, r["instruments"] != "-", threshold)
+            r.setdefault("metre", "4/4")
+        all_rows += rows
+    result["seconds"] = round(time.time() - t0, 1)
+    base = [r for r in all_rows if r["guidance"] == 1.0 and r["sampling"] == "masks" and r["metre"] == "4/4"]
+    result["by_key_and_instruments"] = summarise(base, ("checkpoint", "key_given", "instruments"))
+    no_key = [r for r in base if not r["key_given"] and r["instruments"] == "-"]
+    result["mode_by_style_emotion"] = summarise(no_key, ("checkpoint", "style", "emotion"))
+    sweep = [r for r in all_rows if r["sampling"] == "masks" and not r["key_given"] and r["instruments"] == "-"]
+    result["guidance_sweep"] = summarise([r for r in sweep if r["metre"] == "4/4"], ("checkpoint", "guidance"))
+    result["metre"] = summarise(
+        [r for r in all_rows if r["guidance"] == 1.0 and r["instruments"] == "-" and not r["key_given"]],
+        ("checkpoint", "sampling", "metre"),
+    )
+    result["rows"] = all_rows
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    write_text(Path(args.out), json.dumps(result, indent=1))
+    cols = ["raw_mode", "mode", "raw_arousal", "arousal", "raw_key", "key", "raw_named_share", "named_share"]
+    cols += ["raw_in_range", "raw_solo_within_voices", "fix_resampled", "fix_parallel_mode", "fix_reassigned"]
+    print(f"# Controls, raw and delivered ({machine()}, {result['seconds']} s)\n")
+    print(table(result["by_key_and_instruments"], ["checkpoint", "key_given", "instruments", "songs", *cols]))
+    print("\n## Mode without a key (the key plan), guidance 1\n")
+    print(table(result["mode_by_style_emotion"], ["checkpoint", "style", "emotion", "songs", "raw_mode", "mode"]))
+    print("\n## Guidance sweep (no key, no instrument)\n")
+    print(table(result["guidance_sweep"], ["checkpoint", "guidance", "songs", "raw_mode", "raw_arousal", "raw_tempo"]))
+    print("\n## Metre and plain sampling\n")
+    print(table(result["metre"], ["checkpoint", "sampling", "metre", "songs", "raw_metre", "raw_mode", "raw_arousal"]))
+
+
+if __name__ == "__main__":
+    main()
