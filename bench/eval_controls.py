@@ -1,7 +1,7 @@
 """Controls the model follows: a grid of requests, what the model wrote (raw) beside what was delivered.
 
     .venv/bin/python -m bench.eval_controls [--checkpoints A.pt B.pt] [--seeds 8] [--bars 8] \
-        [--guidance 1 1.5 2 3] [--out docs/results/controls_tiny.json]
+        [--guidance 1 1.5 2 3] [--sweep_last N] [--out docs/results/controls_tiny.json]
 
 For each checkpoint (default: the tiny supervised and aligned planners) the grid is every style the
 checkpoint knows x the four emotions x ``--seeds`` seeds, with and without a key (each emotion's demo key),
@@ -47,8 +47,9 @@ from src.models.text_encoder import embed_texts
 from src.music.form import parse_form
 from src.music.instruments import PROMPT_INSTRUMENTS, max_voices
 from src.music.vocab import EMOTIONS, HIGH_AROUSAL
+from src.training.symbolic import data_stats
 from src.utils.config import load_config
-from src.utils.io import write_text
+from src.utils.io import read_jsonl, write_text
 
 MINOR = ("SAD", "TENSE")
 
@@ -122,6 +123,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--bars", type=int, default=8, help="bars per song (two sections, a and b)")
     ap.add_argument("--guidance", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0])
+    ap.add_argument(
+        "--sweep_last",
+        type=int,
+        default=0,
+        help="sweeps (guidance, plain, metre) for the last N checkpoints only",
+    )
+    ap.add_argument("--mode_only", action="store_true", help="only the no-key, no-instrument cells, no sweeps")
     ap.add_argument("--out", default="docs/results/controls_tiny.json")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -131,13 +139,26 @@ def main() -> None:
     result: dict[str, Any] = {"machine": machine(), "args": vars(args), "arousal_threshold": threshold}
     all_rows: list[dict] = []
     t0 = time.time()
-    for ckpt in args.checkpoints:
+    for n_ckpt, ckpt in enumerate(args.checkpoints):
+        sweeps = not args.mode_only and (not args.sweep_last or n_ckpt >= len(args.checkpoints) - args.sweep_last)
         model, state = load_planner(ckpt)
         model.eval()
         codec = codec_from_checkpoint(state)
         kind = "aligned" if state.get("kind") == "aligned_planner" else "supervised"
-        gen = SongGenerator(model, codec, state["data_stats"], gcfg.controls)
-        plain = SongGenerator(model, codec, state["data_stats"], dataclasses.replace(gcfg.controls, masks=False))
+        kind = f"{kind}: {Path(ckpt).parent.name}"
+        stats = dict(state["data_stats"])
+        if "keys" not in stats:  # a checkpoint from before keys were recorded: the same data's keys, said
+            stats["keys"] = data_stats(
+                [r for r in read_jsonl(Path(args.data_dir) / "manifest.jsonl") if r["split"] == "train"]
+            )["keys"]
+            result.setdefault("keys_from_manifest", []).append(kind)
+        result.setdefault("checkpoints", {})[kind] = {
+            "path": ckpt,
+            "step": state["step"],
+            "val_loss": state["val_loss"],
+        }
+        gen = SongGenerator(model, codec, stats, gcfg.controls)
+        plain = SongGenerator(model, codec, stats, dataclasses.replace(gcfg.controls, masks=False))
         styles = gen.known_styles
 
         def request(style: str, emotion: str, seed: int, key: str, instruments: str, **kw: Any) -> SongRequest:
@@ -149,13 +170,13 @@ def main() -> None:
         for style in styles:
             own = prompt_word(state["data_stats"]["style_programs"][style][0])
             for emotion in EMOTIONS:
-                for key in ("", DEMOS[emotion][4]):
-                    for instruments in ("", own, "fiddle and flute"):
+                for key in ("", DEMOS[emotion][4]) if not args.mode_only else ("",):
+                    for instruments in ("", own, "fiddle and flute") if not args.mode_only else ("",):
                         for seed in range(args.seeds):
                             cell = {"checkpoint": kind, "style": style, "emotion": emotion, "key_given": bool(key)}
                             cell |= {"instruments": instruments or "-", "guidance": 1.0, "sampling": "masks"}
                             cells.append((cell, request(style, emotion, seed, key, instruments)))
-        for g in args.guidance:
+        for g in args.guidance if sweeps else []:
             if g == 1.0:
                 continue
             for style in styles:
@@ -165,7 +186,7 @@ def main() -> None:
                         cell |= {"instruments": "-", "guidance": g, "sampling": "masks"}
                         cells.append((cell, request(style, emotion, seed, "", "", sampling=SamplingConfig(guidance=g))))
         plain_cells = []
-        for style in styles:
+        for style in styles if sweeps else []:
             for emotion in EMOTIONS:
                 for metre in ("4/4", "3/4", "6/8"):
                     for seed in range(args.seeds):

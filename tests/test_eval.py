@@ -110,6 +110,8 @@ def test_texture_counts_voices_gaps_and_runs():
     t = texture(fragments, TPQ)  # beats 0 and 4 sound, 1-3 are empty: 3 of 5 beats
     assert t["voices_per_beat"] == pytest.approx((4 * 1 + 2 * 2) / 6)
     assert t["empty_beat_rate"] == pytest.approx(3 / 5) and t["sounding_run_beats"] == pytest.approx(0.75)
+    tail = np.array([[0, TPQ, 60, 0], [TPQ + TPQ // 8, TPQ // 16, 62, 0]])  # a short note after the last grid point
+    assert texture(tail, TPQ)["voices_per_beat"] == 1
 
 
 def test_real_vs_generated_classifier_sees_a_difference_and_not_a_copy():

@@ -217,8 +217,8 @@ def texture(notes: np.ndarray, tpq: int, end_tick: int | None = None) -> dict[st
     if len(notes):
         first = np.clip(-(-notes[:, 0] // step), 0, n_points)  # the first grid point at or after the onset
         last = np.clip(-(-(notes[:, 0] + notes[:, 1]) // step), 0, n_points)  # first point at or after the end
-        np.add.at(count, first, 1)
-        np.add.at(count, last[last < n_points], -1)
+        np.add.at(count, first[first < n_points], 1)  # a note that starts after the last grid point adds nothing
+        np.add.at(count, last[(last < n_points) & (first < n_points)], -1)
         count = np.cumsum(count)
     sounding = count > 0
     per_beat = np.zeros(-(-n_points // 4) * 4, bool)  # whole beats; the last one may be partly past the end
