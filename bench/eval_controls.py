@@ -88,7 +88,7 @@ def song_checks(facts: dict, req: SongRequest, named: bool, threshold: float) ->
         solo = [p for p in f["parts"].values() if max_voices(p["program"])]
         if solo:
             checks[f"{side}_solo_within_voices"] = all(p["most_at_once"] <= max_voices(p["program"]) for p in solo)
-    return {k: float(v) for k, v in checks.items()}
+    return {k: float(v) for k, v in checks.items() if v is not None}  # None: a song without notes has no share
 
 
 def run_grid(
