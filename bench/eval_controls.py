@@ -37,7 +37,7 @@ import torch
 from tqdm import tqdm
 
 from bench.common import machine, table
-from src.eval.evaluate import arousal_threshold
+from src.eval.evaluate import arousal_threshold, raw_checks
 from src.generation.config import GenerationConfig
 from src.generation.demos import DEMOS
 from src.generation.song import SongGenerator, SongRequest
@@ -46,12 +46,10 @@ from src.models.sampling import SamplingConfig
 from src.models.text_encoder import embed_texts
 from src.music.form import parse_form
 from src.music.instruments import PROMPT_INSTRUMENTS, max_voices
-from src.music.vocab import EMOTIONS, HIGH_AROUSAL
+from src.music.vocab import EMOTIONS, HIGH_AROUSAL, mode_of
 from src.training.symbolic import data_stats
 from src.utils.config import load_config
 from src.utils.io import read_jsonl, write_text
-
-MINOR = ("SAD", "TENSE")
 
 
 def prompt_word(program: int) -> str:
@@ -61,27 +59,16 @@ def prompt_word(program: int) -> str:
 
 def song_checks(facts: dict, req: SongRequest, named: bool, threshold: float) -> dict[str, float]:
     """One song's raw and delivered checks (1/0, or a share) and which fix-ups fired."""
-    want_mode = "minor" if req.emotion in MINOR else "major"
-    high = req.emotion in HIGH_AROUSAL
-    raw, out, fix = facts["raw"], facts["delivered"], facts["fixups"]
-    checks: dict[str, float] = {
-        "raw_mode": raw["mode"] == want_mode,
-        "mode": out["mode"] == want_mode,
-        "raw_arousal": (raw["onsets_per_second"] >= threshold) == high,
-        "arousal": (out["onsets_per_second"] >= threshold) == high,
-        "raw_tempo": raw["tempo"] is not None and abs(raw["tempo"] - req.tempo) <= 0.1 * req.tempo,
+    raw, out = facts["raw"], facts["delivered"]
+    checks: dict[str, Any] = raw_checks(facts, req, named, threshold) | {
+        "mode": out["mode"] == mode_of(req.emotion),
+        "arousal": (out["onsets_per_second"] >= threshold) == (req.emotion in HIGH_AROUSAL),
         "raw_metre": raw["time_signatures"] == [req.time_signature],
-        "fix_resampled": fix["samples"] > 1,
-        "fix_transposed": bool(fix.get("transposed")),
-        "fix_parallel_mode": bool(fix.get("parallel_mode")),
     }
     if req.key:
-        checks["raw_key"] = raw["key"] == facts["key_plan"]["key"]
         checks["key"] = out["key"] == facts["key_plan"]["key"]
     if named:
-        checks["raw_named_share"] = raw["named_share"]
         checks["named_share"] = out["named_share"]
-        checks["fix_reassigned"] = bool(fix.get("voices_reassigned"))
     for side, f in (("raw", raw), ("delivered", out)):
         notes = sum(p["notes"] for p in f["parts"].values())
         checks[f"{side}_in_range"] = 1 - sum(p["out_of_range"] for p in f["parts"].values()) / max(notes, 1)

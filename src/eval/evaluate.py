@@ -38,7 +38,7 @@ from src.music.instruments import instruments_in_prompt, score_programs
 from src.music.notes import notes_array, onsets_per_second, parse_time_signature
 from src.music.theory import estimate_key, key_name, parse_key
 from src.music.tokenizer import BOS, TokenCodec
-from src.music.vocab import HIGH_AROUSAL, style_label
+from src.music.vocab import HIGH_AROUSAL, mode_of, style_label
 from src.training.symbolic import data_stats
 from src.utils.io import read_jsonl
 
@@ -237,28 +237,15 @@ def control_accuracy(pieces: list[Piece], judges: dict[str, Judge], arousal_thre
         named = [prog for _, prog in instruments_in_prompt(req.prompt)]
         if named:
             add("instruments", set(named) <= set(p.programs))
-        want_mode = "minor" if req.emotion in ("SAD", "TENSE") else "major"
-        high = req.emotion in HIGH_AROUSAL
+        tonic, mode, _ = estimate_key(p.notes)
         if req.key:
-            tonic, mode = parse_key(req.key)
-            add("key", estimate_key(p.notes)[:2] == (tonic, mode))
-        add("mode", estimate_key(p.notes)[1] == want_mode)
-        add("arousal", (onsets_per_second(p.notes, p.tpq, req.tempo) >= arousal_threshold) == high)
-        raw = p.facts.get("raw")
-        if raw:
-            if req.key:
-                add("raw_key", raw["key"] == key_name(*parse_key(req.key)))
-            add("raw_mode", raw["mode"] == want_mode)
-            add("raw_arousal", (raw["onsets_per_second"] >= arousal_threshold) == high)
-            add("raw_tempo", raw["tempo"] is not None and abs(raw["tempo"] - req.tempo) <= 0.1 * req.tempo)
-            if raw["named_share"] is not None:
-                add("raw_named_share", raw["named_share"])
-            fix = p.facts["fixups"]
-            add("fix_resampled", fix["samples"] > 1)
-            add("fix_transposed", bool(fix.get("transposed")))
-            add("fix_parallel_mode", bool(fix.get("parallel_mode")))
-            if named:
-                add("fix_reassigned", bool(fix.get("voices_reassigned")))
+            add("key", (tonic, mode) == parse_key(req.key))
+        add("mode", mode == mode_of(req.emotion))
+        high = onsets_per_second(p.notes, p.tpq, req.tempo) >= arousal_threshold
+        add("arousal", high == (req.emotion in HIGH_AROUSAL))
+        if p.facts.get("raw"):
+            for k, v in raw_checks(p.facts, req, bool(named), arousal_threshold).items():
+                add(k, v)
         for k in judges:
             if getattr(req, k) is not None:  # an unlabelled piece's request names no style
                 add(k, predictions[k][i] == getattr(req, k))
@@ -266,6 +253,27 @@ def control_accuracy(pieces: list[Piece], judges: dict[str, Judge], arousal_thre
     for k in ("tempo", "bars", "instruments", "key", "mode", "arousal", *judges):
         out.setdefault(k, float("nan"))
     return out | {"instrument_requests": len(checks.get("instruments", []))}
+
+
+def raw_checks(facts: dict[str, Any], req: SongRequest, named: bool, arousal_threshold: float) -> dict[str, float]:
+    """One song's checks of the first sample as the model wrote it (``facts["raw"]``) and which fix-ups fired
+    (``facts["fixups"]``); the evaluation report and ``bench.eval_controls`` both count these."""
+    raw, fix = facts["raw"], facts["fixups"]
+    checks = {
+        "raw_mode": raw["mode"] == mode_of(req.emotion),
+        "raw_arousal": (raw["onsets_per_second"] >= arousal_threshold) == (req.emotion in HIGH_AROUSAL),
+        "raw_tempo": raw["tempo"] is not None and abs(raw["tempo"] - req.tempo) <= 0.1 * req.tempo,
+        "fix_resampled": fix["samples"] > 1,
+        "fix_transposed": bool(fix.get("transposed")),
+        "fix_parallel_mode": bool(fix.get("parallel_mode")),
+    }
+    if req.key:
+        checks["raw_key"] = raw["key"] == key_name(*parse_key(req.key))
+    if named:
+        checks["fix_reassigned"] = bool(fix.get("voices_reassigned"))
+        if raw["named_share"] is not None:  # None: a song without notes
+            checks["raw_named_share"] = raw["named_share"]
+    return {k: float(v) for k, v in checks.items()}
 
 
 def diversity(sets: dict[str, list[Piece]], seed: int) -> dict[str, float]:

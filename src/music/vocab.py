@@ -8,6 +8,14 @@ STYLES = ("POP", "CLASSICAL", "JAZZ", "FOLK", "ELECTRONIC", "AMBIENT")
 UNLABELLED = "UNLABELLED"  # the style of a piece no source labelled (its style condition is dropped)
 EMOTIONS = ("HAPPY", "SAD", "TENSE", "PEACEFUL")
 HIGH_AROUSAL = ("HAPPY", "TENSE")
+MINOR_EMOTIONS = ("SAD", "TENSE")  # low valence: the labels give these to minor-mode pieces
+
+
+def mode_of(emotion: str) -> str:
+    """The mode (valence) an emotion label stands for."""
+    return "minor" if emotion in MINOR_EMOTIONS else "major"
+
+
 TIME_SIGNATURES = ("4/4", "3/4", "2/4", "6/8", "12/8", "3/8", "5/4", "6/4", "1/4")
 DRUMS = 128  # the drum kit's program number in manifests, conditions and prompts (GM programs are 0..127)
 # Prompt words that name a metre (dances and forms) -> a time signature of TIME_SIGNATURES.
