@@ -49,10 +49,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--output_name", default="song")
     p.add_argument("--output_dir", default=None)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top_p", type=float, default=0.95)
-    p.add_argument("--top_k", type=int, default=0)
-    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--temperature", type=float, default=None, help="default: the config's sampling.temperature")
+    p.add_argument("--top_p", type=float, default=None, help="default: the config's sampling.top_p")
+    p.add_argument("--top_k", type=int, default=None, help="0 = off (default: the config's sampling.top_k)")
+    p.add_argument(
+        "--guidance", type=float, default=None, help="classifier-free guidance scale, 1 = off (default: the config's)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num_samples", type=int, default=1)
     p.add_argument("--symbolic_ckpt", default=None)

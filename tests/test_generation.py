@@ -437,3 +437,16 @@ def test_part_facts_count_voices_and_range():
     assert facts == {"notes": 3, "most_at_once": 2, "out_of_range": 1} and max_voices(73) == 1
     assert max_voices(42) == 2 and max_voices(0) is None
     assert most_at_once(np.array([0, 480]), np.array([480, 960])) == 1  # end == next start: no overlap
+
+
+def test_sampling_defaults_come_from_the_config_and_flags_override_them():
+    """config/generation.yaml's ``sampling`` is the one place for stage 5's, the demos' and the report's defaults."""
+    from src.generation.demos import demo_requests
+    from src.generation.request import song_request
+    from src.models.sampling import SamplingConfig
+    from src.utils.config import load_config
+
+    cfg = load_config(GenerationConfig, "config/generation.yaml", ["sampling.temperature=0.7", "sampling.top_p=0.8"])
+    assert song_request(cfg).sampling == SamplingConfig(temperature=0.7, top_p=0.8)
+    assert song_request(cfg, top_p=0.9, guidance=2.0).sampling == SamplingConfig(temperature=0.7, top_p=0.9, guidance=2)
+    assert all(req.sampling == cfg.sampling for _, req in demo_requests(["FOLK", "CLASSICAL"], cfg.sampling))

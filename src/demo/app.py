@@ -135,7 +135,7 @@ class DemoApp:
         m = self.maker.generator if self.maker else None
         known = m.known_styles if m else []
         fields = ("prompt", "style", "emotion", "tempo", "form", "key")
-        examples = [{k: getattr(req, k) for k in fields} for _, req in demo_requests(known)]
+        examples = [{k: getattr(req, k) for k in fields} for _, req in demo_requests(known, self.cfg.sampling)]
         return {
             "problem": self.problem,
             "checkpoint": self.maker.checkpoint if self.maker else None,
@@ -151,6 +151,7 @@ class DemoApp:
             "time_signatures": [t for t in TIME_SIGNATURES if m and t in m.time_signatures],
             "default_forms": self.cfg.default_forms,
             "default_tempo": self.cfg.default_tempo,
+            "sampling": {k: getattr(self.cfg.sampling, k) for k in ("temperature", "top_p", "guidance")},
             "tempo_range": list(TEMPO_RANGE),
             "max_bars": self.max_bars,
             "examples": examples,

@@ -2,7 +2,7 @@
 
     python -m src.eval --checkpoint checkpoints/symbolic/tiny/best.pt [--checkpoint checkpoints/aligned/tiny/best.pt] \\
         [--num_samples 1] [--conditions 0] [--max_bars 32] [--midi_dir DIR] [--name NAME] \\
-        [--config config/eval.yaml] [--set train_pieces=400]
+        [--config config/eval.yaml] [--set train_pieces=400] [--generation_config config/generation.yaml]
 
 Writes outputs/eval/<name>/report.md (tables, PNG plots) and metrics.json.
 """
@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from src.eval.config import EvalConfig
+from src.generation.config import GenerationConfig
 from src.utils.config import ConfigError, add_config_args, load_config
 from src.utils.logging import setup_logging
 
@@ -38,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no_bigram", action="store_true", help="skip the bigram floor")
     p.add_argument("--name", default="", help="report folder name (default: from the checkpoints)")
     p.add_argument("--out_dir", default="outputs/eval")
+    p.add_argument(
+        "--generation_config",
+        default="config/generation.yaml",
+        help="stage 5's settings: the songs are sampled with its sampling defaults and controls",
+    )
     add_config_args(p, "config/eval.yaml")  # the defaults of the flags above
     args = p.parse_args(argv)
     setup_logging("INFO")
@@ -46,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         flags = {k: getattr(args, k) for k in ("num_samples", "conditions", "split", "max_bars", "seed")}
         cfg = dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
         cfg.bigram = cfg.bigram and not args.no_bigram
+        stage5 = load_config(GenerationConfig, args.generation_config, [])
     except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -61,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
 
     name = args.name or "_vs_".join(Path(c).parent.name + "-" + Path(c).parent.parent.name for c in args.checkpoint)
     try:
-        result = evaluate(args.checkpoint, args.data_dir, cfg, args.midi_dir)
+        result = evaluate(args.checkpoint, args.data_dir, cfg, args.midi_dir, stage5.sampling, stage5.controls)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

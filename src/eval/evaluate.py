@@ -13,6 +13,7 @@ and a per-style bigram model sampled under the same conditions (the floor).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from src.data.token_store import TokenStore
 from src.eval import metrics as M
 from src.eval.config import EvalConfig
 from src.eval.judges import Judge, judge_features
-from src.generation.song import SongGenerator, SongRequest
+from src.generation.song import SongControls, SongGenerator, SongRequest
 from src.models.builders import codec_from_checkpoint, load_codec, load_planner
 from src.models.sampling import SamplingConfig
 from src.models.text_encoder import caption_embeddings
@@ -350,10 +351,17 @@ def summary_row(name: str, comparison: dict[str, dict[str, float]], n: int) -> d
 
 
 def evaluate(
-    checkpoints: list[str], data_dir: str, cfg: EvalConfig | None = None, midi_dirs: list[str] | None = None
+    checkpoints: list[str],
+    data_dir: str,
+    cfg: EvalConfig | None = None,
+    midi_dirs: list[str] | None = None,
+    sampling: SamplingConfig | None = None,
+    controls: SongControls | None = None,
 ) -> dict[str, Any]:
-    """Everything the report shows; the sets themselves under ``"sets"`` (for plots)."""
+    """Everything the report shows; the sets themselves under ``"sets"`` (for plots). ``sampling`` and
+    ``controls`` are stage 5's (config/generation.yaml), so the report measures what a user gets."""
     cfg = cfg or EvalConfig()
+    sampling, controls = sampling or SamplingConfig(), controls or SongControls()
     num_samples, max_bars, seed, split = cfg.num_samples, cfg.max_bars, cfg.seed, cfg.split
     if not checkpoints and not midi_dirs:
         raise ValueError("nothing to evaluate: give --checkpoint and/or --midi_dir")
@@ -376,8 +384,8 @@ def evaluate(
         name = f"{Path(path).parent.parent.name}/{Path(path).parent.name}" if Path(path).parent.name else path
         name = f"{name} ({'aligned' if state.get('kind') == 'aligned_planner' else 'supervised'})"
         torch.manual_seed(seed)
-        gen = SongGenerator(model, codec, state["data_stats"])
-        sets[name] = generate_set(gen, rows, text_emb, num_samples, max_bars, seed, SamplingConfig(), name)
+        gen = SongGenerator(model, codec, state["data_stats"], controls)
+        sets[name] = generate_set(gen, rows, text_emb, num_samples, max_bars, seed, sampling, name)
         kinds[name] = "checkpoint"
     for folder in midi_dirs or []:
         sets[f"midi: {folder}"] = midi_folder_set(folder, codec)
@@ -385,10 +393,9 @@ def evaluate(
     if cfg.bigram:
         bigram = BigramBaseline(data_dir, codec)
         train_rows = [r for r in read_jsonl(Path(data_dir) / "manifest.jsonl") if r["split"] == "train"]
-        gen = SongGenerator(None, codec, data_stats(train_rows), stepper=bigram.stepper)
-        sets["bigram (floor)"] = generate_set(
-            gen, rows, text_emb, num_samples, max_bars, seed, SamplingConfig(), "bigram (floor)"
-        )
+        gen = SongGenerator(None, codec, data_stats(train_rows), controls, stepper=bigram.stepper)
+        name = "bigram (floor)"
+        sets[name] = generate_set(gen, rows, text_emb, num_samples, max_bars, seed, sampling, name)
         kinds["bigram (floor)"] = "baseline"
     judges = train_judges(train, test, seed)
     comparisons = {name: compare(ps, test) for name, ps in tqdm(sets.items(), desc="comparing", unit="set")}
@@ -413,6 +420,8 @@ def evaluate(
         "max_bars": max_bars,
         "seed": seed,
         "split": split,
+        "sampling": dataclasses.asdict(sampling),
+        "controls": dataclasses.asdict(controls),
         "real_test_pieces": len(test),
         "real_train_pieces_sampled": len(train),
         "ceiling_pieces": len(ceiling),

@@ -161,16 +161,19 @@ def write_report(result: dict, out_dir: Path, command: str) -> Path:
         ["judge", "classes", "accuracy on the real test split", "test pieces"],
         [[k, ", ".join(j["classes"]), j["test_accuracy"], j["test_pieces"]] for k, j in result["judges"].items()],
     )
+    s, split = result["sampling"], result["split"]
+    masks = "with the song generator's masks" if result["controls"]["masks"] else "plain sampling (the grammar only)"
     text = f"""# Evaluation report
 
 `{command}`
 
-{result["conditions"]} held-out conditions (test split of `{result["data_dir"]}`) × {result["num_samples"]} samples,
-songs of at most {result["max_bars"]} bars in each piece's own section form, seed {result["seed"]}. Every set is
-compared with the {result["real_test_pieces"]} real test pieces. The first row compares the real test split with
-{result["ceiling_pieces"]} training pieces, as many as each generated set has songs (the ceiling); the bigram
-row is a per-style token bigram that writes its songs through the same song generator as the planners (same
-masks, key plan, re-sampling and fix-ups; the floor).
+{result["conditions"]} held-out conditions ({split} split of `{result["data_dir"]}`) × {result["num_samples"]} samples,
+songs of at most {result["max_bars"]} bars in each piece's own section form, seed {result["seed"]}, sampled at
+temperature {s["temperature"]:g}, top-p {s["top_p"]:g}, guidance {s["guidance"]:g} {masks} (stage 5's defaults).
+Every set is compared with the {result["real_test_pieces"]} real {split} pieces. The first row compares the real
+{split} split with {result["ceiling_pieces"]} training pieces, as many as each generated set has songs (the
+ceiling); the bigram row is a per-style token bigram that writes its songs through the same song generator as
+the planners (same masks, key plan, re-sampling and fix-ups; the floor).
 
 ## Main table
 

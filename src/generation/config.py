@@ -1,4 +1,4 @@
-"""Stage 5's settings (config/generation.yaml): checkpoints, outputs, audio and the song controls."""
+"""Stage 5's settings (config/generation.yaml): checkpoints, outputs, audio, sampling and the song controls."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from src.generation.neural_render import NeuralRenderConfig
 from src.generation.song import SongControls
+from src.models.sampling import SamplingConfig
 
 
 @dataclass
@@ -20,5 +21,6 @@ class GenerationConfig:
     soundfont: str = ""
     default_forms: dict[str, str] = field(default_factory=dict)
     default_tempo: dict[str, float] = field(default_factory=dict)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # defaults of stage 5, the demos and the report
     controls: SongControls = field(default_factory=SongControls)
     neural: NeuralRenderConfig = field(default_factory=NeuralRenderConfig)

@@ -3,12 +3,13 @@
     python -m src.generation.demos [--config config/generation.yaml] [--preset tiny] [--force]
 
 Audio comes from the preset's neural renderer when its checkpoint exists, else FluidSynth. A demo
-whose JSON already records the current planner and renderer checkpoints (by hash) is skipped.
+whose JSON already records the current planner and renderer checkpoints (by hash) and sampling is skipped.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -46,7 +47,7 @@ DEMOS = {
 }
 
 
-def demo_requests(known_styles: Iterable[str]) -> list[tuple[str, SongRequest]]:
+def demo_requests(known_styles: Iterable[str], sampling: SamplingConfig) -> list[tuple[str, SongRequest]]:
     """(name, request) of each demo song, in the first of its styles that the checkpoint knows."""
     known = set(known_styles)
     return [
@@ -60,7 +61,7 @@ def demo_requests(known_styles: Iterable[str]) -> list[tuple[str, SongRequest]]:
                 form=form,
                 key=key,
                 seed=100 + i,
-                sampling=SamplingConfig(temperature=0.9, top_p=0.95),
+                sampling=sampling,
             ),
         )
         for i, (emotion, (styles, prompt, tempo, form, key)) in enumerate(DEMOS.items())
@@ -87,11 +88,16 @@ def main(argv: list[str] | None = None) -> int:
     renderer_digest = sha256_file(renderer)[:16] if renderer.is_file() else None
     out = Path(cfg.output_dir)
     jobs = []
-    for name, req in demo_requests(load_checkpoint(ckpt)["data_stats"]["styles"]):
+    for name, req in demo_requests(load_checkpoint(ckpt)["data_stats"]["styles"], cfg.sampling):
         meta = out / f"{name}.json"
         if not args.force and meta.is_file():
             old = json.loads(meta.read_text())
-            if old["checkpoint"]["sha256"] == digest and old["render"].get("checkpoint_sha256") == renderer_digest:
+            same_sampling = old["settings"].get("sampling") == dataclasses.asdict(req.sampling)
+            if (
+                same_sampling
+                and old["checkpoint"]["sha256"] == digest
+                and old["render"].get("checkpoint_sha256") == renderer_digest
+            ):
                 log.info("%s: up to date", name)
                 continue
         jobs.append((req, name))

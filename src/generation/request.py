@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from src.generation.config import GenerationConfig
 from src.generation.song import RequestError, SongRequest
-from src.models.sampling import SamplingConfig
 from src.music.form import parse_form, total_bars
 from src.music.theory import parse_key
 from src.music.vocab import EMOTIONS, STYLES, TIME_SIGNATURES, metre_in_prompt
@@ -23,17 +24,18 @@ def song_request(
     bars_per_section: int = 8,
     key: str = "",
     time_signature: str = "",
-    temperature: float = 1.0,
-    top_p: float = 0.95,
-    top_k: int = 0,
-    guidance: float = 1.0,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    top_k: int | None = None,
+    guidance: float | None = None,
     seed: int = 0,
     max_bars: int = 0,
 ) -> SongRequest:
     """Every check before anything is generated; a :class:`RequestError` names the field.
 
     ``tempo=None``: the emotion's default; ``form=""``: the style's default; ``time_signature=""``: the metre a
-    prompt word names (waltz 3/4, jig 6/8, march 2/4, ...), else 4/4; ``max_bars`` > 0 caps the song's length.
+    prompt word names (waltz 3/4, jig 6/8, march 2/4, ...), else 4/4; ``max_bars`` > 0 caps the song's length;
+    a sampling field left None: ``cfg.sampling``'s.
     """
     style, emotion = style.upper(), emotion.upper()
     if style not in STYLES:
@@ -46,7 +48,8 @@ def song_request(
     if not 1 <= bars_per_section <= 64:
         raise RequestError("bars_per_section", f"{bars_per_section} is outside 1-64")
     try:
-        sampling = SamplingConfig(temperature=temperature, top_p=top_p, top_k=top_k, guidance=guidance)
+        given = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "guidance": guidance}
+        sampling = dataclasses.replace(cfg.sampling, **{k: v for k, v in given.items() if v is not None})
     except ValueError as e:  # the message starts with the field's name
         raise RequestError(str(e).split()[0], str(e).split(" ", 1)[1]) from None
     form = form.strip() or cfg.default_forms.get(style, "a,b,a")

@@ -182,6 +182,7 @@ async function init() {
   for (const k of info.keys) option($("keys"), k, k);
   for (const t of info.time_signatures) option($("time_signature"), t, t);
   $("tempo").min = info.tempo_range[0]; $("tempo").max = info.tempo_range[1];
+  for (const [k, v] of Object.entries(info.sampling)) $(k).value = v;  // config/generation.yaml's defaults
   for (const ex of info.examples) {
     const b = document.createElement("button");
     b.type = "button"; b.textContent = ex.prompt;
