@@ -53,8 +53,9 @@ from src.utils.io import read_jsonl, write_text
 
 
 def prompt_word(program: int) -> str:
-    """The first prompt word that names a program."""
-    return next(w for w, p in PROMPT_INSTRUMENTS.items() if p == program)
+    """The first single prompt word that names a program ("violin" for 40, not "string quartet")."""
+    words = [w for w, p in PROMPT_INSTRUMENTS.items() if p == program]
+    return next((w for w in words if " " not in w), words[0])
 
 
 def song_checks(facts: dict, req: SongRequest, named: bool, threshold: float) -> dict[str, float]:
