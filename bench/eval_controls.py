@@ -64,7 +64,7 @@ def song_checks(facts: dict, req: SongRequest, named: bool, threshold: float) ->
     checks: dict[str, Any] = raw_checks(facts, req, named, threshold) | {
         "mode": out["mode"] == mode_of(req.emotion),
         "arousal": (out["onsets_per_second"] >= threshold) == (req.emotion in HIGH_AROUSAL),
-        "raw_metre": raw["time_signatures"] == [req.time_signature],
+        "raw_metre": raw["time_signatures"] == [facts["written_metre"]],
     }
     if req.key:
         checks["key"] = out["key"] == facts["key_plan"]["key"]

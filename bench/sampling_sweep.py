@@ -28,7 +28,7 @@ import torch
 
 from bench.common import machine, table
 from src.eval import metrics as M
-from src.eval.evaluate import compare, generate_set, real_pieces, real_vs_generated, texture_by_style
+from src.eval.evaluate import compare, generate_set, real_pieces, real_vs_generated, texture_by_style, writable_rows
 from src.generation.config import GenerationConfig
 from src.generation.song import SongGenerator
 from src.models.builders import codec_from_checkpoint, load_planner
@@ -80,12 +80,13 @@ def main() -> None:
     model.eval()
     codec = codec_from_checkpoint(state)
     real = real_pieces(args.data_dir, "validation", codec)
-    rows = [p.request["row"] for p in real]
+    rows, left_out = writable_rows([p.request["row"] for p in real], codec)
     text_emb = caption_embeddings(args.data_dir)
     runs = [(f"T {t:g}, top-p {p:g}", (t, p), True) for t, p in map(setting, args.settings)]
     if args.plain:
         runs.append((runs[0][0] + ", plain", runs[0][1], False))
-    result: dict[str, Any] = {"machine": machine(), "args": vars(args), "validation_pieces": len(real), "sets": []}
+    result: dict[str, Any] = {"machine": machine(), "args": vars(args), "validation_pieces": len(real)}
+    result |= {"conditions": len(rows), "conditions_left_out": left_out, "sets": []}
     for name, (t, p), masks in runs:
         torch.manual_seed(args.seed)
         controls = dataclasses.replace(gcfg.controls, masks=masks)

@@ -450,3 +450,27 @@ def test_sampling_defaults_come_from_the_config_and_flags_override_them():
     assert song_request(cfg).sampling == SamplingConfig(temperature=0.7, top_p=0.8)
     assert song_request(cfg, top_p=0.9, guidance=2.0).sampling == SamplingConfig(temperature=0.7, top_p=0.9, guidance=2)
     assert all(req.sampling == cfg.sampling for _, req in demo_requests(["FOLK", "CLASSICAL"], cfg.sampling))
+
+
+def test_a_metre_the_tokenizer_writes_as_another_gets_whole_bars(micro_checkpoint):
+    """miditok writes 2/2 bars as 4/4 (the same length) and re-bars 9/8 as 4/4: a 2/2 request must let the model
+    use the whole 4/4 bar (before, its position mask allowed only two quarters: half of every bar stayed
+    empty), and 9/8, which this tokenizer cannot write, is a request error naming the metres it can."""
+    from src.generation.song import RequestError, SongGenerator, SongRequest
+    from src.models.builders import codec_from_checkpoint, load_planner
+
+    model, state = load_planner(micro_checkpoint)
+    codec = codec_from_checkpoint(state)
+    assert (codec.written_metre("2/2"), codec.written_metre("9/8"), codec.written_metre("6/8")) == ("4/4", None, "6/8")
+    stats = {**state["data_stats"], "time_signatures": {**state["data_stats"]["time_signatures"], "2/2": 5, "9/8": 5}}
+    g = SongGenerator(model, codec, stats)
+    assert "2/2" in g.time_signatures and "9/8" not in g.time_signatures
+    with pytest.raises(RequestError, match="9/8"):
+        g.generate(SongRequest(style="FOLK", time_signature="9/8"), None, parse_form("a:2", 2))
+    mask = g.static_mask(codec.written_metre("2/2"), None)
+    late = [i for i, p in enumerate(codec.first_position) if 16 <= p < 32]
+    assert mask[late].all()  # the second half of the bar is open
+    song = g.generate(SongRequest(style="FOLK", time_signature="2/2", seed=3), None, parse_form("a:4", 4))
+    assert song.facts["raw"]["time_signatures"] == ["4/4"] and not song.facts["fixups"]["metre_rewritten"]
+    ts = song.score.time_signatures[0]
+    assert (ts.numerator, ts.denominator) == (2, 2)

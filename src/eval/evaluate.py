@@ -113,6 +113,18 @@ def request_of(row: dict, max_bars: int, seed: int, sampling: SamplingConfig) ->
     )
 
 
+def writable_rows(rows: list[dict], codec: TokenCodec) -> tuple[list[dict], list[dict]]:
+    """(conditions the generator can write, those left out with their reason): a metre the tokenizer cannot
+    write bars of (9/8, which it re-bars as 4/4) cannot be asked for."""
+    kept = [r for r in rows if codec.written_metre(r["time_signature"])]
+    left = [
+        {"id": r["id"], "reason": f"the tokenizer cannot write {r['time_signature']} bars"}
+        for r in rows
+        if not codec.written_metre(r["time_signature"])
+    ]
+    return kept, left
+
+
 def real_pieces(data_dir: str | Path, split: str, codec: TokenCodec, limit: int = 0, seed: int = 0) -> list[Piece]:
     """The split's pieces as the planner sees them (decoded from their tokens), with their labels."""
     rows = [r for r in read_jsonl(Path(data_dir) / "manifest.jsonl") if r["split"] == split]
@@ -374,6 +386,9 @@ def evaluate(
     rows = [p.request["row"] for p in test]
     if cfg.conditions:
         rows = [rows[i] for i in sorted(np.random.default_rng(seed).permutation(len(rows))[: cfg.conditions])]
+    rows, left_out = writable_rows(rows, codec)
+    for r in left_out:
+        log.warning("condition %s left out: %s", r["id"], r["reason"])
     text_emb = caption_embeddings(data_dir)
     n_songs = len(rows) * num_samples  # the ceiling is a set of as many real pieces as each generated set has songs
     pick = np.random.default_rng(seed + 1).permutation(len(train))[:n_songs]
@@ -416,6 +431,7 @@ def evaluate(
     return {
         "data_dir": data_dir,
         "conditions": len(rows),
+        "conditions_left_out": left_out,
         "num_samples": num_samples,
         "max_bars": max_bars,
         "seed": seed,

@@ -162,6 +162,12 @@ def write_report(result: dict, out_dir: Path, command: str) -> Path:
         [[k, ", ".join(j["classes"]), j["test_accuracy"], j["test_pieces"]] for k, j in result["judges"].items()],
     )
     s, split = result["sampling"], result["split"]
+    left = result.get("conditions_left_out", [])
+    left_out = (
+        f"{len(left)} condition(s) left out: " + "; ".join(f"{r['id']} ({r['reason']})" for r in left) + ".\n"
+        if left
+        else ""
+    )
     masks = "with the song generator's masks" if result["controls"]["masks"] else "plain sampling (the grammar only)"
     text = f"""# Evaluation report
 
@@ -174,7 +180,7 @@ Every set is compared with the {result["real_test_pieces"]} real {split} pieces.
 {split} split with {result["ceiling_pieces"]} training pieces, as many as each generated set has songs (the
 ceiling); the bigram row is a per-style token bigram that writes its songs through the same song generator as
 the planners (same masks, key plan, re-sampling and fix-ups; the floor).
-
+{left_out}
 ## Main table
 
 {main}

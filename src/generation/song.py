@@ -227,9 +227,10 @@ class SongGenerator:
 
     @property
     def time_signatures(self) -> list[str]:
-        """Every metre of the training data, commonest first (empty for checkpoints that did not record them)."""
+        """Every metre of the training data that the tokenizer writes bars of, commonest first (empty for
+        checkpoints that did not record them). 9/8 pieces are re-barred as 4/4 by the tokenizer: not one."""
         metres = self.stats.get("time_signatures", {})
-        return sorted(metres, key=metres.get, reverse=True)
+        return sorted((m for m in metres if self.codec.written_metre(m)), key=metres.get, reverse=True)
 
     def unseen(self, programs: list[int]) -> list[int]:
         """The programs the checkpoint has (almost) never seen: in fewer than ``min_program_pieces`` pieces."""
@@ -237,9 +238,10 @@ class SongGenerator:
         return [p for p in programs if counts.get(p, 0) < self.controls.min_program_pieces]
 
     def check(self, req: SongRequest) -> None:
-        """What this checkpoint cannot do: a metre it has never seen (a RequestError naming the ones it knows)."""
+        """What this checkpoint cannot do: a metre it has never seen or its tokenizer cannot write (a RequestError
+        naming the ones it knows)."""
         seen = self.time_signatures
-        if seen and req.time_signature not in seen:
+        if (seen and req.time_signature not in seen) or not self.codec.written_metre(req.time_signature):
             known = ", ".join(m for m in seen if m in TIME_SIGNATURES)
             raise RequestError(
                 "time_signature", f"the checkpoint has never seen {req.time_signature}; it knows {known}"
@@ -297,7 +299,8 @@ class SongGenerator:
                 + f" (fewer than {self.controls.min_program_pieces} training pieces); generated voices are"
                 " assigned to the named instruments by register"
             )
-        mask = self.static_mask(req.time_signature, restrict) if self.controls.masks else self.grammar_only
+        written = self.codec.written_metre(req.time_signature)  # 2/2 bars are written as 4/4 (the same length)
+        mask = self.static_mask(written, restrict) if self.controls.masks else self.grammar_only
         if req.key:
             want_key, plan = parse_key(req.key), {"key": key_name(*parse_key(req.key)), "source": "--key"}
         else:
@@ -352,8 +355,14 @@ class SongGenerator:
                     f"mapped from {key_name(want_key[0], mode)} to {key_name(*want_key)}"
                 )
         fixups["tempo_rewritten"] = raw["tempo"] is None or abs(raw["tempo"] - req.tempo) >= 0.5
-        fixups["metre_rewritten"] = raw["time_signatures"] != [req.time_signature]
+        fixups["metre_rewritten"] = raw["time_signatures"] != [written]
         score = finalise(score, req.tempo, req.time_signature, sections)
         facts = measure(score, ids, self.codec, sections)
-        facts |= {"key_plan": plan, "raw": raw, "delivered": control_facts(score, req.tempo, named), "fixups": fixups}
+        facts |= {
+            "written_metre": written,
+            "key_plan": plan,
+            "raw": raw,
+            "delivered": control_facts(score, req.tempo, named),
+            "fixups": fixups,
+        }
         return Song(ids, score, sections, facts, notes)

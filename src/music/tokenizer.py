@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from symusic import Note, Score, TimeSignature, Track
 
 from src.music.instruments import track_program
+from src.music.notes import parse_time_signature
 from src.music.theory import parallel_mode_shift
 from src.music.vocab import DRUMS
 from src.utils.io import atomic_path, sha256_file
@@ -158,6 +160,25 @@ class TokenCodec:
     def from_file(cls, path: str | Path) -> TokenCodec:
         """The codec of a saved tokenizer (``tokenizer.json``)."""
         return cls(load_tokenizer(path))
+
+    def written_metre(self, time_signature: str) -> str | None:
+        """The metre the tokenizer writes bars of ``time_signature`` in: itself when it has a TimeSig token,
+        else the one miditok encodes it as when that bar is as long (2/2 is written as 4/4), else None
+        (9/8 is re-barred as 4/4: this tokenizer cannot write a 9/8 bar)."""
+        if f"TimeSig_{time_signature}" in self.tok.vocab:
+            return time_signature
+        num, den = parse_time_signature(time_signature)
+        probe = Score(480)
+        probe.time_signatures.append(TimeSignature(0, num, den))
+        track = Track("probe", 0, False)
+        track.notes.append(Note(0, 480, 60, 80))
+        probe.tracks.append(track)
+        seq = self.tok.encode(probe)
+        tokens = (seq[0] if isinstance(seq, list) else seq).tokens
+        written = next((t.split("_", 1)[1] for t in tokens if t.startswith("TimeSig_")), None)
+        if written is None:
+            return None
+        return written if Fraction(*parse_time_signature(written)) == Fraction(num, den) else None
 
     def decode(self, ids: Any) -> Any:
         """BPE ids (special tokens are skipped) -> a symusic Score."""
