@@ -1,12 +1,13 @@
 """Sampling defaults chosen on the validation split: songs under each setting against the real pieces.
 
     .venv/bin/python -m bench.sampling_sweep [--checkpoint checkpoints/symbolic/tiny/best.pt] \
-        [--settings 1.0:1.0 1.0:0.95 0.9:0.95 0.8:0.9] [--plain] [--max_bars 32] \
+        [--settings 1.0:1.0 1.0:0.95 0.9:0.95 0.8:0.9] [--plain] [--whole_bars] [--max_bars 32] \
         [--out docs/results/sampling_tiny.json]
 
 For each ``temperature:top_p`` setting, one song per validation piece (its caption, style, emotion,
 tempo, key, metre and section form, as the evaluation report does on the test split) through stage 5's
-song generator; ``--plain`` adds the first setting without the generator's masks (the grammar only).
+song generator; ``--plain`` adds the first setting without the generator's masks (the grammar only),
+``--whole_bars`` the first setting with ``controls.whole_bars`` (a bar closes only once it sounds to its end).
 Each set is measured with what neither training nor DPO optimises: the real-vs-set classifier
 (5-fold cross-validated accuracy; 0.5 = indistinguishable), texture per style against the real
 validation pieces, the mean feature overlap, distinct 4-grams, and the raw mode against the emotion.
@@ -70,6 +71,7 @@ def main() -> None:
     ap.add_argument("--data_dir", default="data/processed/tiny")
     ap.add_argument("--settings", nargs="+", default=["1.0:1.0", "1.0:0.95", "0.9:0.95", "0.8:0.9"])
     ap.add_argument("--plain", action="store_true", help="also the first setting without the generator's masks")
+    ap.add_argument("--whole_bars", action="store_true", help="also the first setting with controls.whole_bars")
     ap.add_argument("--max_bars", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="docs/results/sampling_tiny.json")
@@ -82,25 +84,28 @@ def main() -> None:
     real = real_pieces(args.data_dir, "validation", codec)
     rows, left_out = writable_rows([p.request["row"] for p in real], codec)
     text_emb = caption_embeddings(args.data_dir)
-    runs = [(f"T {t:g}, top-p {p:g}", (t, p), True) for t, p in map(setting, args.settings)]
+    runs = [(f"T {t:g}, top-p {p:g}", (t, p), {}) for t, p in map(setting, args.settings)]
     if args.plain:
-        runs.append((runs[0][0] + ", plain", runs[0][1], False))
+        runs.append((runs[0][0] + ", plain", runs[0][1], {"masks": False}))
+    if args.whole_bars:
+        runs.append((runs[0][0] + ", whole bars", runs[0][1], {"whole_bars": True}))
     result: dict[str, Any] = {"machine": machine(), "args": vars(args), "validation_pieces": len(real)}
     result |= {"conditions": len(rows), "conditions_left_out": left_out, "sets": []}
-    for name, (t, p), masks in runs:
+    for name, (t, p), changed in runs:
         torch.manual_seed(args.seed)
-        controls = dataclasses.replace(gcfg.controls, masks=masks)
+        controls = dataclasses.replace(gcfg.controls, **changed)
         gen = SongGenerator(model, codec, state["data_stats"], controls)
         sampling = dataclasses.replace(gcfg.sampling, temperature=t, top_p=p)
         songs = generate_set(gen, rows, text_emb, 1, args.max_bars, args.seed, sampling, name)
-        result["sets"].append({**measure(name, songs, real, args.seed), "temperature": t, "top_p": p, "masks": masks})
-    masked = [s for s in result["sets"] if s["masks"]]
+        row = {**measure(name, songs, real, args.seed), "temperature": t, "top_p": p}
+        result["sets"].append(row | {"controls": dataclasses.asdict(controls), "changed": changed})
+    masked = [s for s in result["sets"] if not s["changed"]]
     best = min(masked, key=lambda s: (s["real_vs_set"], -s["mean_overlap"]))
     result["chosen"] = {"temperature": best["temperature"], "top_p": best["top_p"]}
     result["seconds"] = round(time.time() - t0)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text(Path(args.out), json.dumps(result, indent=1))
-    cols = [k for k in result["sets"][0] if k not in ("temperature", "top_p", "masks")]
+    cols = [k for k in result["sets"][0] if k not in ("temperature", "top_p", "controls", "changed")]
     print(f"# Sampling on the validation split: {args.checkpoint} ({machine()}, {result['seconds']} s)\n")
     print(table(result["sets"], cols))
     print(f"\nchosen (lowest real-vs-set accuracy, then highest overlap): {result['chosen']}")

@@ -474,3 +474,23 @@ def test_a_metre_the_tokenizer_writes_as_another_gets_whole_bars(micro_checkpoin
     assert song.facts["raw"]["time_signatures"] == ["4/4"] and not song.facts["fixups"]["metre_rewritten"]
     ts = song.score.time_signatures[0]
     assert (ts.numerator, ts.denominator) == (2, 2)
+
+
+def test_whole_bars_close_only_once_a_note_sounds_to_the_bar_s_end(micro_checkpoint):
+    """controls.whole_bars: every bar of the tokens as sampled has a note sounding into its last half beat."""
+    from src.generation.song import SongControls, SongGenerator, SongRequest
+    from src.models.builders import codec_from_checkpoint, load_planner
+    from src.music.notes import bar_ticks
+
+    model, state = load_planner(micro_checkpoint)
+    codec = codec_from_checkpoint(state)
+    g = SongGenerator(model, codec, state["data_stats"], SongControls(variation=0.0, whole_bars=True))
+    for seed in range(3):
+        song = g.generate(SongRequest(style="FOLK", seed=seed), None, parse_form("a:4", 4))
+        raw = codec.decode(song.ids)
+        n, tpq = notes_array(raw), raw.ticks_per_quarter
+        bar = bar_ticks(tpq, "4/4")
+        for b in range(4):
+            starts = (n[:, 0] >= b * bar) & (n[:, 0] < (b + 1) * bar)
+            reach = (n[starts, 0] + n[starts, 1]).max() - b * bar if starts.any() else 0
+            assert reach >= bar - tpq // 2, (seed, b, reach)

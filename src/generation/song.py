@@ -5,6 +5,8 @@
   trained with (repetition sections). Generation stops exactly after the last planned bar.
 - A repeated section (the second chorus) copies the bars of its first occurrence and
   re-samples a share of them (``variation``), so it is recognisably the same material, varied.
+- Whole bars (``whole_bars``, off by default; measured in docs/benchmarks.md): a bar closes only once one of
+  its notes sounds into its last half beat (the tiny planner often closes a 4/4 bar after three beats).
 - Tempo is written exactly; the time signature is fixed by a token mask; ``key`` is a condition
   and the result is transposed onto the requested tonic when its estimated mode matches
   (re-sampled up to ``key_attempts`` times otherwise, then mapped to the parallel mode). Without
@@ -39,6 +41,20 @@ from src.music.vocab import EMOTIONS, STYLES, TIME_SIGNATURES, UNLABELLED
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]  # (stage: "plan" | "render", done, total)
+
+
+def timeline(codec: TokenCodec, base: np.ndarray) -> list[tuple[int, int]]:
+    """A token's time events in order: (position, 0) for a Position, (-1, length) for a Duration, in the
+    bar's positions (miditok's ``beats.num.res`` durations)."""
+    out = []
+    for b in base.tolist():
+        kind = codec.base_type[b]
+        if kind == "Position":
+            out.append((int(codec.base_value[b]), 0))
+        elif kind == "Duration":
+            beats, num, res = (int(x) for x in codec.base_value[b].split("."))
+            out.append((-1, round((beats + num / res) * codec.positions_per_beat)))
+    return out
 
 
 class Stepper(Protocol):
@@ -81,6 +97,7 @@ class SongControls:
     key_attempts: int = 4
     min_program_pieces: int = 20  # instruments seen in fewer training pieces count as unseen
     masks: bool = True  # False: plain sampling, the grammar only (no metre, program or position masks)
+    whole_bars: bool = False  # with masks: a bar closes only once a note sounds into its last half beat
 
 
 @dataclass
@@ -117,6 +134,7 @@ class SongGenerator:
         self.may_close = (self.grammar.table & self.starts_bar[None]).any(-1)  # (V,) a Bar may follow this token
         self.fallbacks = 0  # tokens of the last sample_tokens call for which the masks left nothing
         self.grammar_only = torch.ones(len(codec.bpe_to_base), dtype=torch.bool)
+        self.timeline = [timeline(codec, base) for base in codec.bpe_to_base]  # per token: positions, durations
 
     # ------------------------------------------------------------------ masks
     def static_mask(self, time_signature: str, programs: list[int] | None) -> torch.Tensor:
@@ -124,7 +142,7 @@ class SongGenerator:
         outside the set (if given)."""
         codec = self.codec
         ok = torch.ones(len(codec.bpe_to_base), dtype=torch.bool)
-        positions_per_bar = parse_time_signature(time_signature)[0] * codec.positions_per_beat
+        positions_per_bar = self.bar_positions(time_signature)
         for i, base in enumerate(codec.bpe_to_base):
             for b in base.tolist():
                 kind, value = codec.base_type[b], codec.base_value.get(b)
@@ -135,6 +153,10 @@ class SongGenerator:
                 if kind == "Program" and programs is not None and token_program(value) not in programs:
                     ok[i] = False
         return ok
+
+    def bar_positions(self, time_signature: str) -> int:
+        """Positions in one bar of a metre the tokenizer writes (8 per beat: a quarter in 4/4, an eighth in 6/8)."""
+        return parse_time_signature(time_signature)[0] * self.codec.positions_per_beat
 
     def close_bar(self, allowed: torch.Tensor) -> torch.Tensor:
         """(V,) -> (V,): the bar's budget is spent: a Bar if one may come now, else a token a Bar may follow
@@ -154,8 +176,10 @@ class SongGenerator:
         mask: torch.Tensor,
         gen: torch.Generator,
         progress: Progress | None = None,
+        fill_to: int = 0,
     ) -> list[int]:
-        """Sample bar by bar until exactly sum(bars) bars; returns [BOS] + tokens (no EOS).
+        """Sample bar by bar until exactly sum(bars) bars; returns [BOS] + tokens (no EOS). ``fill_to`` > 0: a
+        bar may close only once one of its notes sounds to that position (or its token budget is spent).
 
         ``progress("plan", bars_done, total)`` is called as each bar is closed."""
         device = self.device
@@ -176,7 +200,7 @@ class SongGenerator:
         stepper = self.stepper(cond, cond_fn, sampling)
         logits = stepper.start(torch.tensor([[BOS]], device=device))
         bars: list[list[int]] = []
-        prev, position = BOS, 0
+        prev, position, sounds_to = BOS, 0, 0  # sounds_to: the furthest note end in the open bar (positions)
         cap = total * self.controls.max_tokens_per_bar * 2 + 16
         n_tokens = 0
         self.fallbacks = 0
@@ -184,6 +208,8 @@ class SongGenerator:
             allowed = self.grammar.mask(torch.tensor([prev]))[0] & mask
             allowed &= self.starts_bar | (self.first_pos < 0) | (self.first_pos >= position)  # time moves forward
             allowed[EOS] = False  # the song ends when the planned bars are done, not before
+            if bars and sounds_to < fill_to:
+                allowed &= ~self.starts_bar  # the bar is not yet sounding to its end
             if bars and len(bars[-1]) >= self.controls.max_tokens_per_bar:
                 allowed = self.close_bar(allowed)
             if not allowed.any():  # counted: the song's notes say so
@@ -205,13 +231,15 @@ class SongGenerator:
                         n_tokens += len(bars[-1])
                         prev = bars[-1][-1]
                         position = max(0, *(int(self.last_pos[t]) for t in bars[-1]))
+                        sounds_to = fill_to  # a copied bar is whole as it is
                     if len(bars) == total:
                         break
                     continue  # the model goes on from the copied material
                 bars.append([])
-                position = 0
-            if self.last_pos[nxt] >= 0:
-                position = int(self.last_pos[nxt])
+                position, sounds_to = 0, 0
+            for pos, length in self.timeline[nxt]:
+                position = pos if pos >= 0 else position
+                sounds_to = max(sounds_to, position + length)
             bars[-1].append(nxt)
             logits = stepper.step(torch.tensor([nxt], device=device))
             prev = nxt
@@ -301,6 +329,8 @@ class SongGenerator:
             )
         written = self.codec.written_metre(req.time_signature)  # 2/2 bars are written as 4/4 (the same length)
         mask = self.static_mask(written, restrict) if self.controls.masks else self.grammar_only
+        whole = self.controls.masks and self.controls.whole_bars
+        fill_to = self.bar_positions(written) - self.codec.positions_per_beat // 2 if whole else 0
         if req.key:
             want_key, plan = parse_key(req.key), {"key": key_name(*parse_key(req.key)), "source": "--key"}
         else:
@@ -316,7 +346,7 @@ class SongGenerator:
         for attempt in range(self.controls.key_attempts if want_key else 1):
             attempts += 1
             gen = torch.Generator().manual_seed(req.seed * 1009 + attempt)
-            ids = self.sample_tokens(cond, sections, req.sampling, mask, gen, progress)
+            ids = self.sample_tokens(cond, sections, req.sampling, mask, gen, progress, fill_to)
             score = self.codec.decode(ids)
             if attempt == 0:
                 raw = control_facts(score, req.tempo, named)
