@@ -417,14 +417,14 @@ def evaluate(
     div = diversity({**sets, "real test": test}, seed)
     threshold = arousal_threshold(data_dir)
     realism = {name: real_vs_generated(test, ps, seed) for name, ps in sets.items()}
-    controls = {name: control_accuracy(ps, judges, threshold) for name, ps in sets.items()}
+    accuracy = {name: control_accuracy(ps, judges, threshold) for name, ps in sets.items()}
     table = [
         {
             **summary_row(name, comparisons[name], len(sets[name])),
             "kind": kinds[name],
             "distinct_4grams": div[name],
             "real_vs_set_accuracy": realism[name],
-            **{f"control_{k}": v for k, v in controls[name].items()},
+            **{f"control_{k}": v for k, v in accuracy[name].items()},
         }
         for name in sets
     ]
