@@ -10,7 +10,9 @@ song generator; ``--plain`` adds the first setting without the generator's masks
 ``--whole_bars`` the first setting with ``controls.whole_bars`` (a bar closes only once it sounds to its end).
 Each set is measured with what neither training nor DPO optimises: the real-vs-set classifier
 (5-fold cross-validated accuracy; 0.5 = indistinguishable), texture per style against the real
-validation pieces, the mean feature overlap, distinct 4-grams, and the raw mode against the emotion.
+validation pieces, the mean feature overlap, distinct 4-grams, the raw mode against the emotion, the raw
+metre (songs whose tokens carry only the metre asked for) and silent bar ends (bars in whose last eighth
+note nothing sounds; the real pieces' share is printed beside).
 The chosen setting (lowest classifier accuracy, then highest overlap) belongs in config/generation.yaml's
 ``sampling``; the test split stays for the report.
 """
@@ -34,6 +36,7 @@ from src.generation.config import GenerationConfig
 from src.generation.song import SongGenerator
 from src.models.builders import codec_from_checkpoint, load_planner
 from src.models.text_encoder import caption_embeddings
+from src.music.notes import bar_ticks
 from src.music.vocab import mode_of
 from src.utils.config import load_config
 from src.utils.io import write_text
@@ -42,6 +45,18 @@ from src.utils.io import write_text
 def setting(text: str) -> tuple[float, float]:
     t, p = text.split(":")
     return float(t), float(p)
+
+
+def silent_bar_ends(piece: Any) -> float:
+    """Share of a piece's bars in whose last eighth note nothing sounds."""
+    notes, tpq = piece.notes, piece.tpq
+    if not len(notes):
+        return 1.0
+    bar = bar_ticks(tpq, piece.time_signature)
+    starts, ends = notes[:, 0], notes[:, 0] + notes[:, 1]
+    n_bars = int(np.ceil(ends.max() / bar))
+    tails = [((b + 1) * bar - tpq // 2, (b + 1) * bar) for b in range(n_bars)]
+    return float(np.mean([not ((starts < hi) & (ends > lo)).any() for lo, hi in tails]))
 
 
 def measure(name: str, songs: list, real: list, seed: int) -> dict[str, Any]:
@@ -61,6 +76,10 @@ def measure(name: str, songs: list, real: list, seed: int) -> dict[str, Any]:
         "mean_overlap": round(float(np.mean([c["overlap"] for c in comparison.values()])), 3),
         "distinct_4grams": round(M.distinct_ngrams([s.ids for s in songs], 4, count=20_000, seed=seed), 3),
         "raw_mode": round(float(np.mean(raw_mode)), 3),
+        "raw_metre": round(
+            float(np.mean([s.facts["raw"]["time_signatures"] == [s.facts["written_metre"]] for s in songs])), 3
+        ),
+        "silent_bar_ends": round(float(np.mean([silent_bar_ends(s) for s in songs])), 3),
         **gaps,
     }
 
@@ -91,6 +110,7 @@ def main() -> None:
         runs.append((runs[0][0] + ", whole bars", runs[0][1], {"whole_bars": True}))
     result: dict[str, Any] = {"machine": machine(), "args": vars(args), "validation_pieces": len(real)}
     result |= {"conditions": len(rows), "conditions_left_out": left_out, "sets": []}
+    result["real_silent_bar_ends"] = round(float(np.mean([silent_bar_ends(p) for p in real])), 3)
     for name, (t, p), changed in runs:
         torch.manual_seed(args.seed)
         controls = dataclasses.replace(gcfg.controls, **changed)
@@ -108,6 +128,7 @@ def main() -> None:
     cols = [k for k in result["sets"][0] if k not in ("temperature", "top_p", "controls", "changed")]
     print(f"# Sampling on the validation split: {args.checkpoint} ({machine()}, {result['seconds']} s)\n")
     print(table(result["sets"], cols))
+    print(f"\nreal validation pieces: silent bar ends {result['real_silent_bar_ends']}")
     print(f"\nchosen (lowest real-vs-set accuracy, then highest overlap): {result['chosen']}")
 
 
