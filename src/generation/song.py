@@ -57,6 +57,14 @@ def timeline(codec: TokenCodec, base: np.ndarray) -> list[tuple[int, int]]:
     return out
 
 
+def attempt_progress(progress: Progress | None, attempt: int) -> Progress | None:
+    """Bars planned so far over every attempt: a re-sample counts on (5 of 8 after 4 of 4) instead of
+    starting again at 1."""
+    if progress is None or attempt == 0:
+        return progress
+    return lambda stage, done, total: progress(stage, attempt * total + done, (attempt + 1) * total)
+
+
 class Stepper(Protocol):
     """Next-token logits as tokens are fed: ``start`` (1, t) -> (1, V), ``step`` (1,) -> (1, V)."""
 
@@ -346,7 +354,9 @@ class SongGenerator:
         for attempt in range(self.controls.key_attempts if want_key else 1):
             attempts += 1
             gen = torch.Generator().manual_seed(req.seed * 1009 + attempt)
-            ids = self.sample_tokens(cond, sections, req.sampling, mask, gen, progress, fill_to)
+            ids = self.sample_tokens(
+                cond, sections, req.sampling, mask, gen, attempt_progress(progress, attempt), fill_to
+            )
             score = self.codec.decode(ids)
             if attempt == 0:
                 raw = control_facts(score, req.tempo, named)
