@@ -116,12 +116,13 @@ def request_of(row: dict, max_bars: int, seed: int, sampling: SamplingConfig) ->
 def writable_rows(rows: list[dict], codec: TokenCodec) -> tuple[list[dict], list[dict]]:
     """(conditions the generator can write, those left out with their reason): a metre the tokenizer cannot
     write bars of (9/8, which it re-bars as 4/4) cannot be asked for."""
-    kept = [r for r in rows if codec.written_metre(r["time_signature"])]
-    left = [
-        {"id": r["id"], "reason": f"the tokenizer cannot write {r['time_signature']} bars"}
-        for r in rows
-        if not codec.written_metre(r["time_signature"])
-    ]
+    kept: list[dict] = []
+    left: list[dict] = []
+    for r in rows:
+        if codec.written_metre(r["time_signature"]):
+            kept.append(r)
+        else:
+            left.append({"id": r["id"], "reason": f"the tokenizer cannot write {r['time_signature']} bars"})
     return kept, left
 
 

@@ -277,8 +277,12 @@ class SongGenerator:
         """What this checkpoint cannot do: a metre it has never seen or its tokenizer cannot write (a RequestError
         naming the ones it knows)."""
         seen = self.time_signatures
-        if (seen and req.time_signature not in seen) or not self.codec.written_metre(req.time_signature):
-            known = ", ".join(m for m in seen if m in TIME_SIGNATURES)
+        known = ", ".join(m for m in seen if m in TIME_SIGNATURES)
+        if not self.codec.written_metre(req.time_signature):
+            raise RequestError(
+                "time_signature", f"the tokenizer cannot write {req.time_signature} bars; it knows {known}"
+            )
+        if seen and req.time_signature not in seen:
             raise RequestError(
                 "time_signature", f"the checkpoint has never seen {req.time_signature}; it knows {known}"
             )

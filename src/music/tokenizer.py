@@ -155,6 +155,7 @@ class TokenCodec:
             if pos:
                 self.first_position[i], self.last_position[i] = pos[0], pos[-1]
         self.positions_per_beat = max(tokenizer.config.beat_res.values())
+        self._written: dict[str, str | None] = {}  # written_metre's answers (each costs an encode)
 
     @classmethod
     def from_file(cls, path: str | Path) -> TokenCodec:
@@ -167,6 +168,12 @@ class TokenCodec:
         (9/8 is re-barred as 4/4: this tokenizer cannot write a 9/8 bar)."""
         if f"TimeSig_{time_signature}" in self.tok.vocab:
             return time_signature
+        if time_signature not in self._written:
+            self._written[time_signature] = self._probe_metre(time_signature)
+        return self._written[time_signature]
+
+    def _probe_metre(self, time_signature: str) -> str | None:
+        """Encode one note under ``time_signature``; the TimeSig miditok writes, if its bar is as long."""
         num, den = parse_time_signature(time_signature)
         probe = Score(480)
         probe.time_signatures.append(TimeSignature(0, num, den))
