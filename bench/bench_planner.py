@@ -23,6 +23,7 @@ from bench.common import machine, matmul_flops, sync, table
 from src.models.sampling import PlannerStepper, SamplingConfig
 from src.models.symbolic_planner import SymbolicPlanner
 from src.music.conditions import Conditions, batch
+from src.training.loop import autocast, precision
 from src.training.optim import build_optimizer
 from src.training.symbolic import SymbolicConfig
 from src.utils.config import load_config
@@ -66,10 +67,10 @@ def bench_train(model, cfg, device, steps: int) -> dict:
     opt = build_optimizer(model, 1e-4, 0.1, (0.9, 0.95))
     idx = torch.randint(4, 512, (B, T + 1), device=device)
     cond = conds(model, B, device)
-    ctx = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    dtype = precision(cfg.train.amp, device)[0]  # what stage 2 trains in on this device
 
     def step():
-        with ctx:
+        with autocast(dtype, device):
             logits = model(idx[:, :-1], cond)
             loss = F.cross_entropy(logits.flatten(0, 1).float(), idx[:, 1:].flatten())
         loss.backward()
@@ -83,7 +84,12 @@ def bench_train(model, cfg, device, steps: int) -> dict:
         step()
     sync(device)
     dt = (time.perf_counter() - t) / steps
-    return {"batch": f"{B}x{T}", "train_tok_s": B * T / dt, "train_flops": train_flops_per_step(model, B, T) / dt}
+    return {
+        "batch": f"{B}x{T}",
+        "precision": dtype,
+        "train_tok_s": B * T / dt,
+        "train_flops": train_flops_per_step(model, B, T) / dt,
+    }
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ import torch
 from bench.common import machine, sync, table
 from src.models.audio_renderer import AudioRenderer
 from src.models.diffusion import alphas_cumprod, ddim_sample
-from src.training.loop import SampleRandom, autocast
+from src.training.loop import SampleRandom, autocast, precision
 from src.training.renderer import RendererTrainingConfig, diffusion_loss, training_draws
 from src.utils.config import load_config
 
@@ -54,11 +54,12 @@ def bench(preset: str, device: torch.device, steps: int, reps: int) -> dict:
     abar = alphas_cumprod(model.cfg.diffusion)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     keys = torch.arange(B)
+    dtype = precision(tc.amp, device)[0]  # what stage 3 trains in on this device
     times = []
     for i in range(reps + 2):
         sync(device)
         t = time.perf_counter()
-        with autocast(tc.amp, device):
+        with autocast(dtype, device):
             draws = training_draws(SampleRandom(keys + i), batch["mel"].shape[1:], len(abar))
             loss = diffusion_loss(model, batch, abar, model.cfg.diffusion.prediction, draws, 0.1)
         loss.backward()
@@ -73,7 +74,7 @@ def bench(preset: str, device: torch.device, steps: int, reps: int) -> dict:
     cond = model.condition(one["tokens"], one["tokens_mask"], one["roll"])
 
     def den(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        with autocast(tc.amp, device):
+        with autocast(dtype, device):
             return model.denoise(x, t, cond)
 
     shape = (1, 1, model.cfg.n_mels, model.cfg.frames)
@@ -89,7 +90,7 @@ def bench(preset: str, device: torch.device, steps: int, reps: int) -> dict:
         "device": device.type,
         "params_M": round(model.num_params() / 1e6, 2),
         "micro_batch": B,
-        "amp": tc.amp if device.type == "cuda" else "none",
+        "precision": dtype,
         "train_segments_per_s": round(train_sps, 1),
         "ddim_steps": steps,
         "segment_s": SECONDS_PER_SEGMENT,

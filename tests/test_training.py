@@ -206,10 +206,11 @@ def test_ddp_matches_single_process(stage, request, tmp_path):
     process with the same global batch (each example draws its own dropout and noise, whichever rank has it).
     Two steps of 4 stay inside the first epoch (an epoch's end drops a different remainder per rank).
     Float sums differ in order, and Adam turns a gradient that is ~0 in theory (a bias before a group norm)
-    into a full step of either sign: so all but 0.1% of the values must agree to 2e-5, and all to 2 steps."""
-    single, fit_fn = stage_run(stage, request, tmp_path / "single", max_steps=2, eval_every=2)
+    into a full step of either sign: so all but 0.1% of the values must agree to 2e-5, and all to 2 steps.
+    In fp32 (amp none): bf16 autocast, which a CPU with native bf16 gets, rounds those sums coarser."""
+    single, fit_fn = stage_run(stage, request, tmp_path / "single", max_steps=2, eval_every=2, amp="none")
     ref = fit_fn(single)["model"].state_dict()
-    ddp, _ = stage_run(stage, request, tmp_path / "ddp", max_steps=2, eval_every=2)
+    ddp, _ = stage_run(stage, request, tmp_path / "ddp", max_steps=2, eval_every=2, amp="none")
     Path(ddp.out_dir).mkdir(parents=True)
     save_config(ddp, tmp_path / "ddp.yaml")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -475,3 +476,26 @@ def test_one_alignment_step_writes_a_checkpoint_stage5_prefers(micro_data, micro
         preset="micro", checkpoints=[str(tmp_path / "aligned/{preset}/best.pt"), str(micro_checkpoint)]
     )
     assert select_checkpoint(gcfg, None)[0] == tmp_path / "aligned/micro/best.pt"
+
+
+def test_precision_bf16_only_where_the_device_does_it(monkeypatch, micro_data, tmp_path):
+    """amp bf16 autocasts on CUDA, and on a CPU only with native bf16 (else fp32, said why); amp none is fp32;
+    the checkpoint records what the run trained in."""
+    from src.training import loop
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert loop.precision("none", cuda)[0] == "fp32"
+    assert loop.precision("fp16", cuda)[0] == "fp16"
+    assert loop.precision("fp16", cpu)[0] == "fp32"
+    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: False)
+    dtype, why = loop.precision("bf16", cpu)
+    assert dtype == "fp32" and "no native bf16" in why
+    monkeypatch.setattr(loop, "cpu_has_bf16", lambda: True)
+    assert loop.precision("bf16", cpu)[0] == "bf16"
+    with loop.autocast("bf16", cpu):
+        assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.bfloat16
+    dcfg, _ = micro_data
+    for amp, want in (("bf16", "bf16"), ("none", "fp32")):
+        cfg = micro_planner_config(dcfg.processed_dir, tmp_path / amp, max_steps=1, eval_every=1, amp=amp)
+        train(cfg)
+        assert torch.load(Path(cfg.out_dir) / "last.pt", weights_only=True)["precision"] == want

@@ -1,7 +1,7 @@
 """Evaluate planner checkpoints (or MIDI folders) against held-out real music.
 
     python -m src.eval --checkpoint checkpoints/symbolic/tiny/best.pt [--checkpoint checkpoints/aligned/tiny/best.pt] \\
-        [--num_samples 1] [--conditions 0] [--max_bars 32] [--midi_dir DIR] [--name NAME] \\
+        [--num_samples 1] [--conditions 0] [--max_bars 16] [--midi_dir DIR] [--name NAME] \\
         [--config config/eval.yaml] [--set train_pieces=400] [--generation_config config/generation.yaml]
 
 Writes outputs/eval/<name>/report.md (tables, PNG plots) and metrics.json.

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 class EvalConfig:
     conditions: int = 0  # held-out conditions to use (0 = every piece of the split)
     num_samples: int = 1  # songs per condition and checkpoint
-    max_bars: int = 32  # songs follow their piece's section form up to this many bars
+    max_bars: int = 16  # songs follow their piece's section form up to this many bars
     split: str = "test"  # the held-out real music: test | validation
     seed: int = 0
     bigram: bool = True  # sample the bigram floor
