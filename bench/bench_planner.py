@@ -1,7 +1,7 @@
 """Planner throughput: training tokens/s, sampling tokens/s with and without the KV cache, and
 training FLOP/s as a fraction of a large matmul's FLOP/s measured in the same run.
 
-    .venv/bin/python -m bench.bench_planner [--presets tiny small] [--device cpu|cuda]
+    .venv/bin/python -m bench.bench_planner [--presets tiny small] [--device cpu|cuda] [--set train.amp=none]
 
 Models are built from config/symbolic_<preset>.yaml with random weights and random tokens
 (speed only; no quality claim). Training FLOPs per step = 6 x (decoder parameters x target
@@ -29,8 +29,10 @@ from src.training.symbolic import SymbolicConfig
 from src.utils.config import load_config
 
 
-def build(preset: str, device: torch.device) -> tuple[SymbolicPlanner, SymbolicConfig]:
-    cfg = load_config(SymbolicConfig, f"config/symbolic_{preset}.yaml")
+def build(
+    preset: str, device: torch.device, overrides: list[str] | None = None
+) -> tuple[SymbolicPlanner, SymbolicConfig]:
+    cfg = load_config(SymbolicConfig, f"config/symbolic_{preset}.yaml", overrides)
     mcfg = dataclasses.replace(cfg.model, vocab_size=512, bar_token_ids=[4])
     torch.manual_seed(0)
     return SymbolicPlanner(mcfg).to(device), cfg
@@ -115,6 +117,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--sample_tokens", type=int, default=256)
+    ap.add_argument("--set", action="append", default=[], help="config overrides (model.dropout=0.1, train.amp=none)")
     ap.add_argument("--json", default="")
     ap.add_argument("--params_only", action="store_true", help="only print each preset's parameter count")
     args = ap.parse_args()
@@ -131,8 +134,8 @@ def main() -> None:
     )
     rows = []
     for preset in args.presets:
-        model, cfg = build(preset, device)
-        r = {"preset": preset, "params_M": round(model.num_params() / 1e6, 2)}
+        model, cfg = build(preset, device, args.set)
+        r = {"preset": preset, "params_M": round(model.num_params() / 1e6, 2), "dropout": model.cfg.dropout}
         r.update(bench_train(model, cfg, device, args.steps))
         r["mfu"] = f"{100 * r['train_flops'] / peak:.0f}%"
         r["train_tok_s"] = round(r["train_tok_s"])
@@ -151,6 +154,8 @@ def main() -> None:
                 "preset",
                 "params_M",
                 "batch",
+                "dropout",
+                "precision",
                 "train_tok_s",
                 "train_GFLOP_s",
                 "mfu",
@@ -162,7 +167,9 @@ def main() -> None:
     )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine(), "matmul_peak_flops": peak, "rows": rows}, f, indent=2)
+            json.dump(
+                {"machine": machine(), "overrides": args.set, "matmul_peak_flops": peak, "rows": rows}, f, indent=2
+            )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Renderer speed: training segments/s and DDIM rendering real-time factor (RTF) per preset.
 
-    .venv/bin/python -m bench.bench_renderer [--presets tiny small] [--device cpu|cuda] [--steps 50]
+    .venv/bin/python -m bench.bench_renderer [--presets tiny small] [--device cpu|cuda] [--steps 50] \
+        [--set train.amp=none]
 
 Models come from config/renderer_<preset>.yaml with random weights and random inputs (speed
 only; no quality claim). RTF = seconds spent sampling one segment's mel with ``--steps`` DDIM
@@ -28,8 +29,10 @@ MEL = {"tiny": 64, "small": 128, "full": 128}  # n_mels of config/data_<preset>.
 SECONDS_PER_SEGMENT = 256 * 256 / 16000  # 256 frames at hop 256, 16 kHz
 
 
-def build(preset: str, device: torch.device) -> tuple[AudioRenderer, RendererTrainingConfig]:
-    cfg = load_config(RendererTrainingConfig, f"config/renderer_{preset}.yaml")
+def build(
+    preset: str, device: torch.device, overrides: list[str] | None = None
+) -> tuple[AudioRenderer, RendererTrainingConfig]:
+    cfg = load_config(RendererTrainingConfig, f"config/renderer_{preset}.yaml", overrides)
     mcfg = dataclasses.replace(cfg.model, vocab_size=512, max_tokens=256, n_mels=MEL[preset], frames=256)
     torch.manual_seed(0)
     return AudioRenderer(mcfg).to(device), cfg
@@ -46,8 +49,8 @@ def inputs(model: AudioRenderer, B: int, device: torch.device) -> dict[str, torc
     }
 
 
-def bench(preset: str, device: torch.device, steps: int, reps: int) -> dict:
-    model, cfg = build(preset, device)
+def bench(preset: str, device: torch.device, steps: int, reps: int, overrides: list[str]) -> dict:
+    model, cfg = build(preset, device, overrides)
     tc = cfg.train
     B = tc.micro_batch
     batch = inputs(model, B, device)
@@ -119,12 +122,13 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--griffin_lim", action="store_true")
+    p.add_argument("--set", action="append", default=[], help="config overrides (train.amp=none)")
     p.add_argument("--out", default="")
     args = p.parse_args()
     dev = torch.device(args.device)
-    rows = [bench(preset, dev, args.steps, args.reps) for preset in args.presets]
+    rows = [bench(preset, dev, args.steps, args.reps, args.set) for preset in args.presets]
     print(table(rows, list(rows[0])))
-    result = {"machine": machine(), "rows": rows}
+    result = {"machine": machine(), "overrides": args.set, "rows": rows}
     if args.griffin_lim:
         result["griffin_lim"] = [time_griffin_lim(MEL[p]) for p in args.presets]
         print(table(result["griffin_lim"], list(result["griffin_lim"][0])))

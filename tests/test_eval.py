@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from src.eval import metrics as M
 from tests.helpers import TPQ, scale
@@ -127,3 +129,33 @@ def test_real_vs_generated_classifier_sees_a_difference_and_not_a_copy():
     assert real_vs_generated(real, [piece(i, 1) for i in range(20)], seed=0) > 0.9
     assert real_vs_generated(real, [piece(i, 4) for i in range(20, 40)], seed=0) < 0.75
     assert np.isnan(real_vs_generated(real[:3], real[3:6], seed=0))
+
+
+def test_songs_do_not_depend_on_how_many_processes_make_them(micro_data, micro_checkpoint):
+    """The report's songs from two worker processes equal those made one by one in this process."""
+    from src.eval.config import EvalConfig
+    from src.eval.evaluate import generate_sets
+    from src.generation.song import SongControls
+    from src.models.sampling import SamplingConfig
+    from src.models.text_encoder import caption_embeddings
+    from src.utils.io import read_jsonl
+
+    dcfg, _ = micro_data
+    rows = [r for r in read_jsonl(Path(dcfg.processed_dir) / "manifest.jsonl") if r["time_signature"] == "4/4"][:4]
+    text = caption_embeddings(dcfg.processed_dir)
+    threads = torch.get_num_threads()
+    songs = {
+        workers: generate_sets(
+            [str(micro_checkpoint)],
+            dcfg.processed_dir,
+            SongControls(),
+            rows,
+            text,
+            EvalConfig(num_samples=2, max_bars=2, workers=workers),
+            SamplingConfig(temperature=0.9, top_p=0.95),
+        )[str(micro_checkpoint)]
+        for workers in (1, 2)
+    }
+    assert len(songs[2]) == 8 and [p.ids for p in songs[1]] == [p.ids for p in songs[2]]
+    assert [p.name for p in songs[2]] == [f"{r['id']}#{j}" for r in rows for j in range(2)]
+    assert torch.get_num_threads() == threads  # the one-process path gives this process its threads back

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from src.music.tokenizer import BOS, TokenCodec
 from src.music.vocab import HIGH_AROUSAL, mode_of, style_label
 from src.training.symbolic import data_stats
 from src.utils.io import read_jsonl
+from src.utils.parallel import pool_map
 
 log = logging.getLogger(__name__)
 FEATURES = (*SCALAR_METRICS, *HISTOGRAM_METRICS)
@@ -140,6 +142,17 @@ def real_pieces(data_dir: str | Path, split: str, codec: TokenCodec, limit: int 
     return out
 
 
+def song_piece(
+    gen: SongGenerator, row: dict, i: int, j: int, text: np.ndarray, max_bars: int, seed: int, sampling: SamplingConfig
+) -> Piece:
+    """Song ``j`` of condition ``i`` (seeded by both, so it is the same whichever process makes it)."""
+    req = request_of(row, max_bars, seed + 1000 * i + j, sampling)
+    song = gen.generate(req, text, parse_form(req.form, req.bars_per_section))
+    return piece_from_score(
+        f"{row['id']}#{j}", song.score, song.ids, request={"row": row, "req": req}, facts=song.facts
+    )
+
+
 def generate_set(
     gen: SongGenerator,
     rows: list[dict],
@@ -150,18 +163,56 @@ def generate_set(
     sampling: SamplingConfig,
     name: str,
 ) -> list[Piece]:
-    """``num_samples`` songs per held-out condition (seeded per condition and sample)."""
-    out = []
-    for i, row in enumerate(tqdm(rows, desc=f"generating ({name})", unit="condition")):
-        for j in range(num_samples):
-            req = request_of(row, max_bars, seed + 1000 * i + j, sampling)
-            song = gen.generate(req, text_emb[row["row"]], parse_form(req.form, req.bars_per_section))
-            out.append(
-                piece_from_score(
-                    f"{row['id']}#{j}", song.score, song.ids, request={"row": row, "req": req}, facts=song.facts
-                )
-            )
-    return out
+    """``num_samples`` songs per held-out condition (seeded per condition and sample), in this process."""
+    return [
+        song_piece(gen, row, i, j, text_emb[row["row"]], max_bars, seed, sampling)
+        for i, row in enumerate(tqdm(rows, desc=f"generating ({name})", unit="condition"))
+        for j in range(num_samples)
+    ]
+
+
+_WORKER_GENERATORS: dict[str, SongGenerator] = {}  # a generation worker's planners, loaded once per process
+
+
+def _init_generation_worker(checkpoints: list[str], data_dir: str, controls: SongControls) -> None:
+    torch.set_num_threads(1)  # one core per worker: the same numbers however many workers share the songs
+    for path in checkpoints:
+        model, state = load_planner(path, data_dir)
+        _WORKER_GENERATORS[path] = SongGenerator(model, codec_from_checkpoint(state), state["data_stats"], controls)
+
+
+def _song_job(job: tuple) -> Piece:
+    path, row, i, j, text, max_bars, seed, sampling = job
+    return song_piece(_WORKER_GENERATORS[path], row, i, j, text, max_bars, seed, sampling)
+
+
+def generate_sets(
+    checkpoints: list[str],
+    data_dir: str,
+    controls: SongControls,
+    rows: list[dict],
+    text_emb: np.ndarray,
+    cfg: EvalConfig,
+    sampling: SamplingConfig,
+) -> dict[str, list[Piece]]:
+    """Every checkpoint's songs for ``rows``, over ``cfg.workers`` processes of one thread each (songs are
+    independent and seeded by condition, so the result does not depend on how they are shared out)."""
+    jobs = [
+        (path, row, i, j, text_emb[row["row"]], cfg.max_bars, cfg.seed, sampling)
+        for path in checkpoints
+        for i, row in enumerate(rows)
+        for j in range(cfg.num_samples)
+    ]
+    workers = cfg.workers or os.cpu_count() or 1
+    init = (checkpoints, data_dir, controls)
+    threads = torch.get_num_threads()
+    try:
+        songs = pool_map(_song_job, jobs, workers, "generating", _init_generation_worker, init, "song", "spawn")
+    finally:  # one worker (or few songs) runs here, on one thread as well
+        torch.set_num_threads(threads)
+        _WORKER_GENERATORS.clear()
+    per = len(rows) * cfg.num_samples
+    return {path: songs[k * per : (k + 1) * per] for k, path in enumerate(checkpoints)}
 
 
 class BigramStepper:
@@ -396,12 +447,11 @@ def evaluate(
     ceiling = [train[i] for i in sorted(pick)]
     sets: dict[str, list[Piece]] = {"real test vs train (ceiling)": ceiling}
     kinds = {"real test vs train (ceiling)": "real"}
-    for path, model, state in loaded:
+    songs = generate_sets(checkpoints, data_dir, controls, rows, text_emb, cfg, sampling) if loaded else {}
+    for path, _, state in loaded:
         name = f"{Path(path).parent.parent.name}/{Path(path).parent.name}" if Path(path).parent.name else path
         name = f"{name} ({'aligned' if state.get('kind') == 'aligned_planner' else 'supervised'})"
-        torch.manual_seed(seed)
-        gen = SongGenerator(model, codec, state["data_stats"], controls)
-        sets[name] = generate_set(gen, rows, text_emb, num_samples, max_bars, seed, sampling, name)
+        sets[name] = songs[path]
         kinds[name] = "checkpoint"
     for folder in midi_dirs or []:
         sets[f"midi: {folder}"] = midi_folder_set(folder, codec)
