@@ -100,7 +100,7 @@ def main() -> None:
     model, state = load_planner(args.checkpoint, args.data_dir)
     model.eval()
     codec = codec_from_checkpoint(state)
-    real = real_pieces(args.data_dir, "validation", codec)
+    real = real_pieces(args.data_dir, "validation", codec, max_bars=args.max_bars)
     rows, left_out = writable_rows([p.request["row"] for p in real], codec)
     text_emb = caption_embeddings(args.data_dir)
     runs = [(f"T {t:g}, top-p {p:g}", (t, p), {}) for t, p in map(setting, args.settings)]

@@ -159,3 +159,23 @@ def test_songs_do_not_depend_on_how_many_processes_make_them(micro_data, micro_c
     assert len(songs[2]) == 8 and [p.ids for p in songs[1]] == [p.ids for p in songs[2]]
     assert [p.name for p in songs[2]] == [f"{r['id']}#{j}" for r in rows for j in range(2)]
     assert torch.get_num_threads() == threads  # the one-process path gives this process its threads back
+
+
+def test_real_pieces_are_cut_to_the_songs_length(micro_data):
+    """With max_bars the real pieces are their first max_bars bars: tokens and notes stop at that bar line."""
+    from src.eval.evaluate import real_pieces
+    from src.models.builders import load_codec
+    from src.music.notes import bar_ticks
+
+    dcfg, _ = micro_data
+    codec = load_codec(dcfg.processed_dir)
+    whole = {p.name: p for p in real_pieces(dcfg.processed_dir, "train", codec)}
+    cut = real_pieces(dcfg.processed_dir, "train", codec, max_bars=2)
+    longer = 0
+    for p in cut:
+        assert len(codec.bar_token_starts(np.array(p.ids))) <= 2
+        if p.time_signature == "4/4" and len(p.notes):
+            assert p.notes[:, 0].max() < 2 * bar_ticks(p.tpq, "4/4")
+        longer += len(whole[p.name].ids) > len(p.ids)
+        assert whole[p.name].ids[: len(p.ids)] == p.ids
+    assert longer > 0  # some pieces were longer than two bars

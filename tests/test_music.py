@@ -194,3 +194,13 @@ def test_valid_term_and_total():
     assert score_notes(np.zeros((0, 4), np.int64), SCORER_TPQ, 120.0)["total"] == 0.0
     with pytest.raises(ValueError):
         ScorerConfig(weights={"nonsense": 1.0})
+
+
+def test_a_piece_form_keeps_its_repeated_phrases():
+    """Stage 1 gives a phrase that repeats the one before it the same letter: the form asks to play it again."""
+    from src.music.form import form_of
+
+    assert form_of("AAAABBBBCC", 16) == "A:4,B:4,C:2"
+    assert form_of("AAAAAAAABBBBAAAA", 16) == "A:4,A:4,B:4,A:4"
+    assert form_of("AAAAAAAAAAAAAAAAAA", 16) == "A:4,A:4,A:4,A:4"  # capped at 16 bars
+    assert form_of("AAAAAA", 16, phrase_bars=2) == "A:2,A:2,A:2"

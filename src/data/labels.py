@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from src.data.sources import RawPiece
-from src.music.form import segment_sections
+from src.music.form import PHRASE_BARS, segment_sections
 from src.music.instruments import instrument_name, score_programs
 from src.music.notes import bar_contents, bar_starts, notes_array, onsets_per_second, time_signatures
 from src.music.theory import estimate_key, key_name
@@ -24,7 +24,7 @@ from src.music.vocab import emotion_of
 @dataclass
 class LabelConfig:
     arousal_threshold: float = 2.5  # onsets per second separating low from high arousal
-    phrase_bars: int = 4  # segmentation: phrase length in bars
+    phrase_bars: int = PHRASE_BARS  # segmentation: phrase length in bars
     section_threshold: float = 0.5  # segmentation: Jaccard similarity for "same material"
     max_section_labels: int = 8
     min_notes: int = 16  # fewer pitched/drum notes than this: rejected

@@ -128,8 +128,12 @@ def writable_rows(rows: list[dict], codec: TokenCodec) -> tuple[list[dict], list
     return kept, left
 
 
-def real_pieces(data_dir: str | Path, split: str, codec: TokenCodec, limit: int = 0, seed: int = 0) -> list[Piece]:
-    """The split's pieces as the planner sees them (decoded from their tokens), with their labels."""
+def real_pieces(
+    data_dir: str | Path, split: str, codec: TokenCodec, limit: int = 0, seed: int = 0, max_bars: int = 0
+) -> list[Piece]:
+    """The split's pieces as the planner sees them (decoded from their tokens), with their labels; with
+    ``max_bars``, each piece's first ``max_bars`` bars (as long as the songs made under its conditions, so
+    that length, which moves pitch range, pitch classes and repetition, does not tell them apart)."""
     rows = [r for r in read_jsonl(Path(data_dir) / "manifest.jsonl") if r["split"] == split]
     if limit and len(rows) > limit:
         rows = [rows[i] for i in sorted(np.random.default_rng(seed).choice(len(rows), limit, replace=False))]
@@ -137,6 +141,9 @@ def real_pieces(data_dir: str | Path, split: str, codec: TokenCodec, limit: int 
     out = []
     for r in tqdm(rows, desc=f"real {split} pieces", unit="piece", leave=False):
         ids = store[store.row_to_item[r["row"]]].astype(np.int64)
+        opens = codec.bar_token_starts(ids)
+        if max_bars and len(opens) > max_bars:
+            ids = ids[: opens[max_bars]]  # BPE tokens never span a bar line
         score = codec.decode(ids)
         out.append(piece_from_score(r["id"], score, ids.tolist(), qpm=float(r["tempo"]), request={"row": r}))
     return out
@@ -431,10 +438,10 @@ def evaluate(
         raise ValueError("nothing to evaluate: give --checkpoint and/or --midi_dir")
     loaded = [(c, *load_planner(c, data_dir)) for c in checkpoints]
     codec = codec_from_checkpoint(loaded[0][2]) if loaded else load_codec(data_dir)
-    test = real_pieces(data_dir, split, codec)
+    test = real_pieces(data_dir, split, codec, max_bars=max_bars)
     if len(test) < 2:
         raise ValueError(f"{data_dir}: the {split} split has {len(test)} piece(s); the comparison needs 2 or more")
-    train = real_pieces(data_dir, "train", codec, limit=cfg.train_pieces, seed=seed)
+    train = real_pieces(data_dir, "train", codec, limit=cfg.train_pieces, seed=seed, max_bars=max_bars)
     rows = [p.request["row"] for p in test]
     if cfg.conditions:
         rows = [rows[i] for i in sorted(np.random.default_rng(seed).permutation(len(rows))[: cfg.conditions])]

@@ -176,10 +176,11 @@ def write_report(result: dict, out_dir: Path, command: str) -> Path:
 {result["conditions"]} held-out conditions ({split} split of `{result["data_dir"]}`) × {result["num_samples"]} samples,
 songs of at most {result["max_bars"]} bars in each piece's own section form, seed {result["seed"]}, sampled at
 temperature {s["temperature"]:g}, top-p {s["top_p"]:g}, guidance {s["guidance"]:g} {masks} (stage 5's defaults).
-Every set is compared with the {result["real_test_pieces"]} real {split} pieces. The first row compares the real
-{split} split with {result["ceiling_pieces"]} training pieces, as many as each generated set has songs (the
-ceiling); the bigram row is a per-style token bigram that writes its songs through the same song generator as
-the planners (same masks, key plan, re-sampling and fix-ups; the floor).
+Every set is compared with the {result["real_test_pieces"]} real {split} pieces, each cut to its first
+{result["max_bars"]} bars like the songs (and the training pieces too), so that length does not tell them apart.
+The first row compares the real {split} split with {result["ceiling_pieces"]} training pieces, as many as each
+generated set has songs (the ceiling); the bigram row is a per-style token bigram that writes its songs
+through the same song generator as the planners (same masks, key plan, re-sampling and fix-ups; the floor).
 {left_out}
 ## Main table
 

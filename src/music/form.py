@@ -11,6 +11,8 @@ import numpy as np
 
 from src.music.notes import jaccard
 
+PHRASE_BARS = 4  # stage 1's phrase length (labels.phrase_bars): sections are found phrase by phrase
+
 
 @dataclass
 class Section:
@@ -59,12 +61,14 @@ def section_labels(letters: str) -> list[int]:
     return [ord(ch) - ord("A") for ch in letters]
 
 
-def form_of(letters: str, max_bars: int) -> str:
-    """A piece's own form from its per-bar section letters, capped at ``max_bars``: 'AAAABB' -> 'A:4,B:2'."""
+def form_of(letters: str, max_bars: int, phrase_bars: int = PHRASE_BARS) -> str:
+    """A piece's own form from its per-bar section letters, capped at ``max_bars``: 'AAAABB' -> 'A:4,B:2'.
+    :func:`segment_sections` gives a phrase that repeats the one before it the same letter, so a run longer
+    than ``phrase_bars`` is that phrase played again: 'AAAAAAAABB' -> 'A:4,A:4,B:2' (the song repeats it)."""
     letters = letters[:max_bars] or "A"
     runs: list[list] = []
     for ch in letters:
-        if runs and runs[-1][0] == ch:
+        if runs and runs[-1][0] == ch and runs[-1][1] < phrase_bars:
             runs[-1][1] += 1
         else:
             runs.append([ch, 1])
@@ -72,7 +76,7 @@ def form_of(letters: str, max_bars: int) -> str:
 
 
 def segment_sections(
-    contents: list[frozenset], phrase_bars: int = 4, threshold: float = 0.5, max_labels: int = 8
+    contents: list[frozenset], phrase_bars: int = PHRASE_BARS, threshold: float = 0.5, max_labels: int = 8
 ) -> tuple[list[int], list[int]]:
     """Repetition-based sections: per bar, a section label (0..max_labels-1) and its index.
 
