@@ -3,7 +3,8 @@
     python -m src.generation.demos [--config config/generation.yaml] [--preset tiny] [--force]
 
 Audio comes from the preset's neural renderer when its checkpoint exists, else FluidSynth. A demo
-whose JSON already records the current planner and renderer checkpoints (by hash) and sampling is skipped.
+whose JSON already records the current planner and renderer checkpoints (by hash), sampling and song controls
+is skipped.
 """
 
 from __future__ import annotations
@@ -93,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.force and meta.is_file():
             old = json.loads(meta.read_text())
             same_sampling = old["settings"].get("sampling") == dataclasses.asdict(req.sampling)
+            same_controls = old["settings"].get("controls") == dataclasses.asdict(cfg.controls)
             if (
                 same_sampling
+                and same_controls
                 and old["checkpoint"]["sha256"] == digest
                 and old["render"].get("checkpoint_sha256") == renderer_digest
             ):

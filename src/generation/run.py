@@ -143,7 +143,7 @@ class SongMaker:
                 progress("render", 1, 1)
         log.info("%s: audio from %s, because %s", stem, renderer, why)
         write_wav(audio, sr, wav)
-        settings = {**dataclasses.asdict(req), "sampling": dataclasses.asdict(req.sampling)}
+        settings = {**dataclasses.asdict(req), "controls": dataclasses.asdict(self.cfg.controls)}
         write_json(
             {
                 "name": stem,

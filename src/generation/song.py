@@ -5,8 +5,9 @@
   trained with (repetition sections). Generation stops exactly after the last planned bar.
 - A repeated section (the second chorus) copies the bars of its first occurrence and
   re-samples a share of them (``variation``), so it is recognisably the same material, varied.
-- Whole bars (``whole_bars``, off by default; measured in docs/benchmarks.md): a bar closes only once one of
-  its notes sounds into its last half beat (the tiny planner often closes a 4/4 bar after three beats).
+- Whole bars (``whole_bars``, on in config/generation.yaml; measured in docs/benchmarks.md): a bar closes
+  only once one of its notes sounds into its last half beat (the tiny planner often closes a 4/4 bar after
+  three beats).
 - Tempo is written exactly; the time signature is fixed by a token mask; ``key`` is a condition
   and the result is transposed onto the requested tonic when its estimated mode matches
   (re-sampled up to ``key_attempts`` times otherwise, then mapped to the parallel mode). Without

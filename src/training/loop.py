@@ -131,7 +131,7 @@ class TrainTask(Protocol):
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU does bf16 arithmetic natively (AVX512-BF16 or AMX): there autocast to bf16 speeds
-    a planner step by ~1.3x and a renderer step by ~1.7x (docs/benchmarks.md); elsewhere it would be emulated."""
+    a tiny planner or renderer step by ~1.4x (docs/benchmarks.md); elsewhere it would be emulated."""
     checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(check() for check in checks if check is not None)
 
