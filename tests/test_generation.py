@@ -494,3 +494,22 @@ def test_whole_bars_close_only_once_a_note_sounds_to_the_bar_s_end(micro_checkpo
             starts = (n[:, 0] >= b * bar) & (n[:, 0] < (b + 1) * bar)
             reach = (n[starts, 0] + n[starts, 1]).max() - b * bar if starts.any() else 0
             assert reach >= bar - tpq // 2, (seed, b, reach)
+
+
+def test_a_spent_bar_budget_closes_the_bar_even_with_whole_bars(micro_checkpoint):
+    """The bar budget wins over whole bars: with a budget of 3 tokens every bar closes within a few tokens
+    of it (before, whole bars kept the Bar masked, the bar grew and a guided song could run out of tokens)."""
+    import numpy as np
+
+    from src.generation.song import SongControls, SongGenerator, SongRequest
+    from src.models.builders import codec_from_checkpoint, load_planner
+
+    model, state = load_planner(micro_checkpoint)
+    codec = codec_from_checkpoint(state)
+    controls = SongControls(variation=0.0, whole_bars=True, max_tokens_per_bar=3)
+    g = SongGenerator(model, codec, state["data_stats"], controls)
+    for seed in range(3):
+        song = g.generate(SongRequest(style="FOLK", seed=seed), None, parse_form("a:4", 4))
+        ids = np.array(song.ids[1:])
+        opens = list(codec.bar_token_starts(ids)) + [len(ids)]
+        assert len(opens) == 5 and max(b - a for a, b in zip(opens, opens[1:])) <= 3 + 3, (seed, opens)

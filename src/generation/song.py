@@ -217,9 +217,10 @@ class SongGenerator:
             allowed = self.grammar.mask(torch.tensor([prev]))[0] & mask
             allowed &= self.starts_bar | (self.first_pos < 0) | (self.first_pos >= position)  # time moves forward
             allowed[EOS] = False  # the song ends when the planned bars are done, not before
-            if bars and sounds_to < fill_to:
+            spent = bool(bars) and len(bars[-1]) >= self.controls.max_tokens_per_bar
+            if bars and sounds_to < fill_to and not spent:
                 allowed &= ~self.starts_bar  # the bar is not yet sounding to its end
-            if bars and len(bars[-1]) >= self.controls.max_tokens_per_bar:
+            if spent:  # the budget wins over whole bars: the bar closes at the next chance
                 allowed = self.close_bar(allowed)
             if not allowed.any():  # counted: the song's notes say so
                 allowed = self.grammar.mask(torch.tensor([prev]))[0]
