@@ -18,8 +18,11 @@ before re-sampling, transposition, parallel-mode mapping, voice reassignment and
   voices reassigned by register.
 
 Then the guidance sweep (the no-key, no-instrument cells at each ``--guidance``), plain sampling (the
-grammar only: no metre, program or position masks) beside the generator's masks, and metre: 3/4 and 6/8
-requests, raw share of songs whose tokens carry only the requested time signature.
+grammar only: no metre, program or position masks) beside the generator's masks, metre: 3/4 and 6/8
+requests, raw share of songs whose tokens carry only the requested time signature, and parts: a solo cello,
+a solo trumpet and "fiddle and flute" with the part limits (src/generation/limits.py) on and off: notes on the
+named programs, in range, solo parts within one player's notes at once, and two named parts that both play
+through the song (each starts notes in at least half its bars).
 """
 
 from __future__ import annotations
@@ -45,11 +48,13 @@ from src.models.builders import codec_from_checkpoint, load_planner
 from src.models.sampling import SamplingConfig
 from src.models.text_encoder import embed_texts
 from src.music.form import parse_form
-from src.music.instruments import PROMPT_INSTRUMENTS, max_voices
-from src.music.vocab import EMOTIONS, HIGH_AROUSAL, mode_of
+from src.music.instruments import PROMPT_INSTRUMENTS, instruments_in_prompt, max_voices
+from src.music.vocab import DRUMS, EMOTIONS, HIGH_AROUSAL, mode_of
 from src.training.symbolic import data_stats
 from src.utils.config import load_config
 from src.utils.io import read_jsonl, write_text
+
+PART_PROMPTS = ("cello", "trumpet", "fiddle and flute")  # a bowed string, a brass player, two melody instruments
 
 
 def prompt_word(program: int) -> str:
@@ -76,6 +81,10 @@ def song_checks(facts: dict, req: SongRequest, named: bool, threshold: float) ->
         solo = [p for p in f["parts"].values() if max_voices(p["program"])]
         if solo:
             checks[f"{side}_solo_within_voices"] = all(p["most_at_once"] <= max_voices(p["program"]) for p in solo)
+        want = [p for _, p in instruments_in_prompt(req.prompt) if p != DRUMS]
+        if len(want) >= 2:  # every named part starts notes in at least half the song's bars
+            bars = {p["program"]: p.get("bars", 0) for p in f["parts"].values()}
+            checks[f"{side}_parts_through"] = all(bars.get(p, 0) >= facts["bars"] / 2 for p in want)
     return {k: float(v) for k, v in checks.items() if v is not None}  # None: a song without notes has no share
 
 
@@ -147,6 +156,7 @@ def main() -> None:
         }
         gen = SongGenerator(model, codec, stats, gcfg.controls)
         plain = SongGenerator(model, codec, stats, dataclasses.replace(gcfg.controls, masks=False))
+        unlimited = SongGenerator(model, codec, stats, dataclasses.replace(gcfg.controls, part_limits=False))
         styles = gen.known_styles
 
         def request(style: str, emotion: str, seed: int, key: str, instruments: str, **kw: Any) -> SongRequest:
@@ -163,7 +173,7 @@ def main() -> None:
                         for seed in range(args.seeds):
                             cell = {"checkpoint": kind, "style": style, "emotion": emotion, "key_given": bool(key)}
                             cell |= {"instruments": instruments or "-", "guidance": 1.0, "sampling": "masks"}
-                            cells.append((cell, request(style, emotion, seed, key, instruments)))
+                            cells.append(({**cell, "limits": "on"}, request(style, emotion, seed, key, instruments)))
         for g in args.guidance if sweeps else []:
             if g == 1.0:
                 continue
@@ -171,7 +181,7 @@ def main() -> None:
                 for emotion in EMOTIONS:
                     for seed in range(args.seeds):
                         cell = {"checkpoint": kind, "style": style, "emotion": emotion, "key_given": False}
-                        cell |= {"instruments": "-", "guidance": g, "sampling": "masks"}
+                        cell |= {"instruments": "-", "guidance": g, "sampling": "masks", "limits": "on"}
                         cells.append((cell, request(style, emotion, seed, "", "", sampling=SamplingConfig(guidance=g))))
         plain_cells = []
         for style in styles if sweeps else []:
@@ -179,29 +189,42 @@ def main() -> None:
                 for metre in ("4/4", "3/4", "6/8"):
                     for seed in range(args.seeds):
                         cell = {"checkpoint": kind, "style": style, "emotion": emotion, "key_given": False}
-                        cell |= {"instruments": "-", "guidance": 1.0, "metre": metre}
+                        cell |= {"instruments": "-", "guidance": 1.0, "metre": metre, "limits": "on"}
                         req = request(style, emotion, seed, "", "", time_signature=metre)
                         plain_cells.append(({**cell, "sampling": "plain"}, req))
                         if metre != "4/4":
                             cells.append(({**cell, "sampling": "masks"}, req))
+        part_cells = []  # parts with the limits on (the masked grid's generator) and off
+        for style in styles if sweeps else []:
+            for emotion in EMOTIONS:
+                for instruments in PART_PROMPTS:
+                    for seed in range(args.seeds):
+                        cell = {"checkpoint": kind, "style": style, "emotion": emotion, "key_given": False}
+                        cell |= {"instruments": instruments, "guidance": 1.0, "sampling": "masks", "part_sweep": True}
+                        req = request(style, emotion, seed, "", instruments)
+                        cells.append(({**cell, "limits": "on"}, req))
+                        part_cells.append(({**cell, "limits": "off"}, req))
         prompts = sorted({r.prompt for _, r in cells + plain_cells})
         text = dict(zip(prompts, embed_texts(prompts)))
         rows = run_grid(gen, cells, text, f"{kind}: masks") + run_grid(plain, plain_cells, text, f"{kind}: plain")
-        for r, (_, req) in zip(rows, cells + plain_cells):
+        rows += run_grid(unlimited, part_cells, text, f"{kind}: no part limits")
+        for r, (_, req) in zip(rows, cells + plain_cells + part_cells):
             r["checks"] = song_checks(r.pop("facts"), req, r["instruments"] != "-", threshold)
             r.setdefault("metre", "4/4")
         all_rows += rows
     result["seconds"] = round(time.time() - t0, 1)
-    base = [r for r in all_rows if r["guidance"] == 1.0 and r["sampling"] == "masks" and r["metre"] == "4/4"]
+    grid = [r for r in all_rows if not r.get("part_sweep")]
+    base = [r for r in grid if r["guidance"] == 1.0 and r["sampling"] == "masks" and r["metre"] == "4/4"]
     result["by_key_and_instruments"] = summarise(base, ("checkpoint", "key_given", "instruments"))
     no_key = [r for r in base if not r["key_given"] and r["instruments"] == "-"]
     result["mode_by_style_emotion"] = summarise(no_key, ("checkpoint", "style", "emotion"))
-    sweep = [r for r in all_rows if r["sampling"] == "masks" and not r["key_given"] and r["instruments"] == "-"]
+    sweep = [r for r in grid if r["sampling"] == "masks" and not r["key_given"] and r["instruments"] == "-"]
     result["guidance_sweep"] = summarise([r for r in sweep if r["metre"] == "4/4"], ("checkpoint", "guidance"))
     result["metre"] = summarise(
-        [r for r in all_rows if r["guidance"] == 1.0 and r["instruments"] == "-" and not r["key_given"]],
+        [r for r in grid if r["guidance"] == 1.0 and r["instruments"] == "-" and not r["key_given"]],
         ("checkpoint", "sampling", "metre"),
     )
+    result["parts"] = summarise([r for r in all_rows if r.get("part_sweep")], ("checkpoint", "instruments", "limits"))
     result["rows"] = all_rows
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_text(Path(args.out), json.dumps(result, indent=1))
@@ -215,6 +238,9 @@ def main() -> None:
     print(table(result["guidance_sweep"], ["checkpoint", "guidance", "songs", "raw_mode", "raw_arousal", "raw_tempo"]))
     print("\n## Metre and plain sampling\n")
     print(table(result["metre"], ["checkpoint", "sampling", "metre", "songs", "raw_metre", "raw_mode", "raw_arousal"]))
+    print("\n## Parts, part limits on and off (no key)\n")
+    cols = ["raw_named_share", "raw_in_range", "raw_solo_within_voices", "raw_parts_through", "fix_reassigned"]
+    print(table(result["parts"], ["checkpoint", "instruments", "limits", "songs", *cols]))
 
 
 if __name__ == "__main__":

@@ -1,14 +1,15 @@
 """Sampling defaults chosen on the validation split: songs under each setting against the real pieces.
 
     .venv/bin/python -m bench.sampling_sweep [--checkpoint checkpoints/symbolic/tiny/best.pt] \
-        [--settings 1.0:1.0 1.0:0.95 0.9:0.95 0.8:0.9] [--plain] [--whole_bars] [--max_bars 32] \
-        [--out docs/results/sampling_tiny.json]
+        [--settings 1.0:1.0 1.0:0.95 0.9:0.95 0.8:0.9] [--plain] [--whole_bars] [--variations 0 0.1] \
+        [--max_bars 32] [--out docs/results/sampling_tiny.json]
 
 For each ``temperature:top_p`` setting, one song per validation piece (its caption, style, emotion,
 tempo, key, metre and section form, as the evaluation report does on the test split) through stage 5's
 song generator; ``--plain`` adds the first setting without the generator's masks (the grammar only),
 ``--whole_bars`` the first setting with ``controls.whole_bars`` (a bar closes only once it sounds to its end)
-switched from config/generation.yaml's choice.
+switched from config/generation.yaml's choice, ``--variations`` the first setting with each share of a repeated
+section's bars re-sampled (``controls.variation``; 0 = the repeat is an exact copy).
 Each set is measured with what neither training nor DPO optimises: the real-vs-set classifier
 (5-fold cross-validated accuracy; 0.5 = indistinguishable), texture per style against the real
 validation pieces, the mean feature overlap, distinct 4-grams, the raw mode against the emotion, the raw
@@ -92,6 +93,7 @@ def main() -> None:
     ap.add_argument("--settings", nargs="+", default=["1.0:1.0", "1.0:0.95", "0.9:0.95", "0.8:0.9"])
     ap.add_argument("--plain", action="store_true", help="also the first setting without the generator's masks")
     ap.add_argument("--whole_bars", action="store_true", help="also the first setting with controls.whole_bars flipped")
+    ap.add_argument("--variations", nargs="*", type=float, default=[], help="the first setting with these variations")
     ap.add_argument("--max_bars", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="docs/results/sampling_tiny.json")
@@ -110,6 +112,8 @@ def main() -> None:
     if args.whole_bars:  # the first setting with whole bars switched from the config's choice
         flip = not gcfg.controls.whole_bars
         runs.append((runs[0][0] + (", whole bars" if flip else ", no whole bars"), runs[0][1], {"whole_bars": flip}))
+    for v in args.variations:
+        runs.append((runs[0][0] + f", variation {v:g}", runs[0][1], {"variation": v}))
     result: dict[str, Any] = {"machine": machine(), "args": vars(args), "validation_pieces": len(real)}
     result |= {"conditions": len(rows), "conditions_left_out": left_out, "sets": []}
     result["real_silent_bar_ends"] = round(float(np.mean([silent_bar_ends(p) for p in real])), 3)

