@@ -160,3 +160,75 @@ def test_the_grammar_gives_drum_pitches_to_the_drum_kit_only(codec):
         token = next(i for i, b in enumerate(codec.bpe_to_base) if list(b) == [codec.program_to_base[program]])
         nxt = {kind[j] for j in g.table[token].nonzero().flatten().tolist()}
         assert nxt == {want}, (program, nxt)
+
+
+class NoteHungryStepper:
+    """No model: every token equally likely except those holding a Program (a new note), e^4 times likelier, and
+    those that end one note and start the next in one BPE token, e^8 times: sampling writes as many notes at once
+    as the masks let it (an adversarial writer)."""
+
+    def __init__(self, codec: TokenCodec):
+        import torch
+
+        kinds = [[codec.base_type[b] for b in base.tolist()] for base in codec.bpe_to_base]
+        notes = [
+            4.0 * ("Program" in k) + 4.0 * ("Duration" in k[: k.index("Program")] if "Program" in k else 0)
+            for k in kinds
+        ]
+        self.logits = torch.tensor(notes, dtype=torch.float32)[None]
+
+    def start(self, prompt):
+        return self.logits
+
+    def step(self, token):
+        return self.logits
+
+
+@pytest.mark.parametrize("prompt", ["horn", "violin", "trumpet and cello"])
+def test_part_limits_hold_for_any_token_the_masks_allow(micro_checkpoint, prompt):
+    """Tokens drawn uniformly from what the masks allow (no model) still never overlap a monophonic part, never
+    put three notes on a bowed string and never leave a range: the limits hold by construction, BPE merges
+    (a Duration and the next Position in one token, two notes of one instrument in one token) included."""
+    from src.generation.song import SongControls, SongGenerator, SongRequest
+    from src.models.builders import codec_from_checkpoint, load_planner
+
+    model, state = load_planner(micro_checkpoint)
+    codec = codec_from_checkpoint(state)
+    controls = SongControls(min_program_pieces=0, key_attempts=1)
+    g = SongGenerator(model, codec, state["data_stats"], controls, lambda *_: NoteHungryStepper(codec))
+    notes = 0
+    for seed in range(8):
+        song = g.generate(SongRequest(prompt=prompt, style="FOLK", seed=seed), None, parse_form("a:4", 4))
+        assert g.fallbacks == 0
+        for name, part in song.facts["raw"]["parts"].items():
+            assert part["out_of_range"] == 0, (seed, name, part)
+            assert part["most_at_once"] <= (max_voices(part["program"]) or 99), (seed, name, part)
+            notes += part["notes"]
+    assert notes >= 16
+
+
+def test_part_limits_count_the_note_a_merged_token_closes(codec):
+    """A BPE token that ends the open note and starts another ("Velocity Duration Program ...") adds both: with two
+    notes already at a position (one still open), it may not start a third; once both sound, no third note and
+    no return to that position, while a position where they have ended is free."""
+    import torch
+
+    from src.generation.limits import PartLimits
+
+    single = {int(b[0]): i for i, b in enumerate(codec.bpe_to_base) if len(b) == 1}
+    vocab = codec.tok.vocab
+    limits = PartLimits(codec, [52], 32, voices={52: 2})  # a choir of two singers: the micro BPE merges its notes
+
+    def feed(*names: str) -> torch.Tensor:
+        for name in names:
+            limits.feed(single[vocab[name]])
+        return limits.mask()
+
+    here = torch.from_numpy((limits.first_program == 52) & (limits.program_at < 0))  # a note at this position
+    merged = here & torch.from_numpy(limits.lead_length >= 0)  # ... written with the open note's Duration
+    ok = feed("Bar_None", "TimeSig_4/4", "Position_8", "Program_52", "Pitch_60", "Velocity_79", "Duration_1.0.8")
+    ok = feed("Program_52", "Pitch_64")
+    assert merged.any() and not ok[merged].any()
+    ok = feed("Velocity_79", "Duration_1.0.8")
+    assert not ok[here].any() and not ok[single[vocab["Position_8"]]]
+    assert ok[single[vocab["Position_16"]]]  # both notes end at 16
