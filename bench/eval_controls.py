@@ -15,7 +15,8 @@ before re-sampling, transposition, parallel-mode mapping, voice reassignment and
 - instruments = the share of notes on the named programs, notes outside each instrument's playable range,
   and parts of solo winds/brass (bowed strings) sounding more than one (two) notes at once;
 - fix-ups: how often another sample was drawn, the song transposed, mapped to the parallel mode, its
-  voices reassigned by register.
+  voices reassigned by register, and a sample drawn on the model's own instruments because it wrote no
+  note when held to the named ones.
 
 Then the guidance sweep (the no-key, no-instrument cells at each ``--guidance``), plain sampling (the
 grammar only: no metre, program or position masks) beside the generator's masks, metre: 3/4 and 6/8
@@ -239,7 +240,8 @@ def main() -> None:
     print("\n## Metre and plain sampling\n")
     print(table(result["metre"], ["checkpoint", "sampling", "metre", "songs", "raw_metre", "raw_mode", "raw_arousal"]))
     print("\n## Parts, part limits on and off (no key)\n")
-    cols = ["raw_named_share", "raw_in_range", "raw_solo_within_voices", "raw_parts_through", "fix_reassigned"]
+    cols = ["raw_named_share", "raw_in_range", "raw_solo_within_voices", "raw_parts_through", "fix_unrestricted"]
+    cols += ["fix_reassigned"]
     print(table(result["parts"], ["checkpoint", "instruments", "limits", "songs", *cols]))
 
 

@@ -232,3 +232,17 @@ def test_part_limits_count_the_note_a_merged_token_closes(codec):
     ok = feed("Velocity_79", "Duration_1.0.8")
     assert not ok[here].any() and not ok[single[vocab["Position_8"]]]
     assert ok[single[vocab["Position_16"]]]  # both notes end at 16
+
+
+def test_a_named_instrument_the_model_leaves_silent_gets_one_unrestricted_sample(micro_checkpoint):
+    """Held to a flute it has (almost) never seen, the micro model writes no note; the song is then sampled on its
+    own instruments and reassigned to the flute by register, and the JSON says both (never a silent song)."""
+    from src.generation.song import SongRequest
+
+    g = revoiced_generator(micro_checkpoint, min_program_pieces=0)
+    for seed in range(2):
+        song = g.generate(SongRequest(prompt="solo flute", style="FOLK", seed=seed), None, parse_form("a:4", 4))
+        fix = song.facts["fixups"]
+        assert song.facts["raw"]["parts"] == {} and fix["unrestricted_resample"] and fix["voices_reassigned"]
+        assert set(song.facts["delivered"]["parts"]) == {"Flute"} and song.facts["notes"] > 0
+        assert any("wrote no note for Flute" in n for n in song.notes)

@@ -343,6 +343,7 @@ def raw_checks(facts: dict[str, Any], req: SongRequest, named: bool, arousal_thr
         checks["raw_key"] = raw["key"] == key_name(*parse_key(req.key))
     if named:
         checks["fix_reassigned"] = bool(fix.get("voices_reassigned"))
+        checks["fix_unrestricted"] = bool(fix.get("unrestricted_resample"))
         if raw["named_share"] is not None:  # None: a song without notes
             checks["raw_named_share"] = raw["named_share"]
     return {k: float(v) for k, v in checks.items()}

@@ -397,7 +397,20 @@ class SongGenerator:
             if not miss:
                 break
         _, ids, score, fallbacks = best
+        unrestricted = restrict is not None and bool(named) and not len(notes_array(score))
+        if unrestricted:  # the model wrote nothing on the instruments it was held to: its own, then reassigned
+            attempts += 1
+            gen = torch.Generator().manual_seed(req.seed * 1009 + self.controls.key_attempts)
+            open_mask = self.static_mask(written, None)
+            ids = self.sample_tokens(cond, sections, req.sampling, open_mask, gen, None, fill_to)
+            score, fallbacks = self.codec.decode(ids), self.fallbacks
+            notes.append(
+                "the model wrote no note for "
+                + ", ".join(instrument_name(p) for p in named)
+                + " when held to them; one sample on its own instruments was drawn instead"
+            )
         fixups: dict[str, Any] = {"samples": attempts, "grammar_fallbacks": fallbacks}
+        fixups["unrestricted_resample"] = unrestricted
         if fallbacks:
             notes.append(
                 f"for {fallbacks} token(s) the time-signature, program and position masks left no token; "
