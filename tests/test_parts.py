@@ -244,5 +244,26 @@ def test_a_named_instrument_the_model_leaves_silent_gets_one_unrestricted_sample
         song = g.generate(SongRequest(prompt="solo flute", style="FOLK", seed=seed), None, parse_form("a:4", 4))
         fix = song.facts["fixups"]
         assert song.facts["raw"]["parts"] == {} and fix["unrestricted_resample"] and fix["voices_reassigned"]
+        flute = song.facts["delivered"]["parts"]["Flute"]
         assert set(song.facts["delivered"]["parts"]) == {"Flute"} and song.facts["notes"] > 0
+        assert flute["most_at_once"] == 1 and flute["out_of_range"] == 0  # reassigned, then made playable
         assert any("wrote no note for Flute" in n for n in song.notes)
+
+
+def test_voices_reassigned_to_a_solo_instrument_are_made_playable():
+    """Register reassignment onto a flute folds its notes into the flute's range and keeps one note at a time
+    (the highest of a chord): a solo flute never plays the chorale's chords."""
+    from symusic import Note, Score, Track
+
+    from src.generation.arrange import assign_instruments
+
+    score = Score(480)
+    choir = Track("choir", 52, False)
+    for start in (0, 480, 960):
+        for pitch in (48, 55, 64, 72):  # a four-voice chord each beat
+            choir.notes.append(Note(start, 480, pitch, 80))
+    score.tracks.append(choir)
+    out, note = assign_instruments(score, [73])
+    facts = part_facts(out)[73]
+    assert facts == {"notes": 3, "most_at_once": 1, "out_of_range": 0} and "dropped" in note
+    assert [n.pitch for n in out.tracks[0].notes] == [72, 72, 72]

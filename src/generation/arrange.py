@@ -10,7 +10,7 @@ import numpy as np
 from symusic import Note, Score, Tempo, TextMeta, TimeSignature, Track
 
 from src.music.form import Section, total_bars
-from src.music.instruments import instrument_name, part_facts, register_of, track_program
+from src.music.instruments import PLAYABLE_RANGE, instrument_name, max_voices, part_facts, register_of, track_program
 from src.music.notes import (
     bar_starts,
     bar_ticks,
@@ -24,8 +24,31 @@ from src.music.tokenizer import TokenCodec
 from src.music.vocab import DRUMS
 
 
+def playable(band: np.ndarray, program: int) -> tuple[np.ndarray, int, int]:
+    """(N, 4) notes (start, duration, pitch, drum) made playable by one player of ``program``: pitches folded by
+    octaves into its range, and where more notes sound than the player has, the later and lower ones dropped.
+    Returns (notes, notes moved, notes dropped)."""
+    band = band[np.lexsort((-band[:, 2], band[:, 0]))].copy()  # by start, highest first
+    low, high = PLAYABLE_RANGE.get(program, (0, 127))
+    before = band[:, 2].copy()
+    while (band[:, 2] < low).any() and low + 12 <= high + 1:
+        band[band[:, 2] < low, 2] += 12
+    while (band[:, 2] > high).any() and high - 12 >= low - 1:
+        band[band[:, 2] > high, 2] -= 12
+    moved = int((band[:, 2] != before).sum())
+    most = max_voices(program)
+    if most is None:
+        return band, moved, 0
+    keep: list[int] = []
+    for i, (start, _, _, _) in enumerate(band):
+        if int((band[keep, 0] + band[keep, 1] > start).sum()) < most:
+            keep.append(i)
+    return band[keep], moved, len(band) - len(keep)
+
+
 def assign_instruments(score: Any, named: list[int]) -> tuple[Any, str]:
-    """Make the named instruments the ones that play: by register when the model's differ."""
+    """Make the named instruments the ones that play: by register when the model's differ (each part then made
+    playable by one player of its instrument: :func:`playable`)."""
     have = {track_program(t) for t in score.tracks if len(t.notes)}
     if set(named) == have:
         return score, ""
@@ -39,7 +62,10 @@ def assign_instruments(score: Any, named: list[int]) -> tuple[Any, str]:
     ranked = notes[np.lexsort((notes[:, 0], -notes[:, 2]))]
     bands = np.array_split(ranked, len(order))
     out = Score(score.ticks_per_quarter)
+    moved = dropped = 0
     for prog, band in zip(order, bands):
+        band, m, d = playable(band, prog)
+        moved, dropped = moved + m, dropped + d
         track = Track(name=instrument_name(prog), program=prog, is_drum=False)
         for start, dur, pitch, _ in band[np.argsort(band[:, 0], kind="stable")]:
             track.notes.append(Note(int(start), int(dur), int(pitch), 80))
@@ -49,6 +75,8 @@ def assign_instruments(score: Any, named: list[int]) -> tuple[Any, str]:
             out.tracks.append(t.copy())
     missing = [p for p in named if p == DRUMS and DRUMS not in have]
     msg = "voices assigned by register to " + ", ".join(instrument_name(p) for p in order)
+    if moved or dropped:
+        msg += f" ({moved} notes moved by octaves into range, {dropped} dropped where one player has no more hands)"
     if missing:
         msg += "; the model generated no drums, so the drum kit is silent"
     return out, msg

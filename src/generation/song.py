@@ -416,11 +416,6 @@ class SongGenerator:
                 f"for {fallbacks} token(s) the time-signature, program and position masks left no token; "
                 "the grammar alone chose them"
             )
-        if named:
-            score, note = assign_instruments(score, named)
-            fixups["voices_reassigned"] = bool(note)
-            if note:
-                notes.append(note)
         if want_key is not None:
             tonic, mode, _ = estimate_key(notes_array(score))
             shift = (want_key[0] - tonic + 6) % 12 - 6
@@ -434,6 +429,11 @@ class SongGenerator:
                     f"none of {self.controls.key_attempts} attempts came out in {want_key[1]}: the notes were "
                     f"mapped from {key_name(want_key[0], mode)} to {key_name(*want_key)}"
                 )
+        if named:  # after the key's fix-ups, so the parts it makes playable stay in range
+            score, note = assign_instruments(score, named)
+            fixups["voices_reassigned"] = bool(note)
+            if note:
+                notes.append(note)
         fixups["tempo_rewritten"] = raw["tempo"] is None or abs(raw["tempo"] - req.tempo) >= 0.5
         fixups["metre_rewritten"] = raw["time_signatures"] != [written]
         score = finalise(score, req.tempo, req.time_signature, sections)
