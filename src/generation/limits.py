@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from src.music.instruments import PLAYABLE_RANGE, max_voices
+from src.music.instruments import PLAYABLE_RANGE, instrument_name, max_voices
 from src.music.tokenizer import TokenCodec
 
 
@@ -21,7 +21,7 @@ class PartLimits:
     notes at once per program where it differs from one player's (:func:`~src.music.instruments.max_voices`)."""
 
     def __init__(self, codec: TokenCodec, programs: list[int], bar_len: int, voices: dict[int, int] | None = None):
-        self.codec, self.bar_len = codec, bar_len
+        self.codec, self.bar_len, self.programs = codec, bar_len, list(programs)
         self.ranges = {p: PLAYABLE_RANGE[p] for p in programs if p in PLAYABLE_RANGE}
         most = {p: max_voices(p) for p in programs} | (voices or {})
         self.voices = {p: n for p, n in most.items() if n is not None}
@@ -68,6 +68,13 @@ class PartLimits:
             p: torch.tensor([not low <= q <= high for q in range(128)]) for p, (low, high) in self.ranges.items()
         }
         self.reset()
+
+    def facts(self) -> dict[str, dict]:
+        """What is enforced, per instrument name: its range and the most notes at once (None: no limit)."""
+        return {
+            instrument_name(p): {"range": list(self.ranges.get(p, (0, 127))), "most_at_once": self.voices.get(p)}
+            for p in self.programs
+        }
 
     def reset(self) -> None:
         """A new song: nothing written yet (its first token opens bar 0)."""

@@ -37,7 +37,7 @@ from src.models.sampling import Grammar, PlannerStepper, SamplingConfig, filter_
 from src.models.symbolic_planner import SymbolicPlanner
 from src.music.conditions import Conditions, batch
 from src.music.form import Section, total_bars
-from src.music.instruments import PLAYABLE_RANGE, instrument_name, instruments_in_prompt, max_voices
+from src.music.instruments import instrument_name, instruments_in_prompt
 from src.music.notes import notes_array, parse_time_signature
 from src.music.theory import estimate_key, key_name, parse_key, to_parallel_mode, transpose_pitched
 from src.music.tokenizer import BOS, EOS, TokenCodec, token_program
@@ -287,7 +287,7 @@ class SongGenerator:
         """Training pieces with a part for ``program``: its own, plus (program augmentation) the pieces a re-voicing
         can give a part to it times the share of pieces re-voiced."""
         revoice = self.stats.get("revoice") or {"share": 0.0, "program_counts": {}}
-        reach = revoice["program_counts"].get(program, revoice["program_counts"].get(str(program), 0))
+        reach = revoice["program_counts"].get(program, 0)
         return self.stats["program_counts"].get(program, 0) + round(revoice["share"] * reach)
 
     def unseen(self, programs: list[int]) -> list[int]:
@@ -441,12 +441,7 @@ class SongGenerator:
         facts |= {
             "written_metre": written,
             "key_plan": plan,
-            "part_limits": {  # enforced while sampling (the raw facts include it): None when off
-                instrument_name(p): {"range": list(PLAYABLE_RANGE.get(p, (0, 127))), "most_at_once": max_voices(p)}
-                for p in restrict
-            }
-            if limits is not None
-            else None,
+            "part_limits": limits.facts() if limits is not None else None,  # enforced while sampling; None: off
             "raw": raw,
             "delivered": control_facts(score, req.tempo, named),
             "fixups": fixups,

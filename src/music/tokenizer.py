@@ -241,11 +241,11 @@ class TokenCodec:
             if dst not in self.program_to_base:
                 return None
             out[program == src] = self.program_to_base[dst]
-            for i in np.flatnonzero((playing == src) & (pitch >= 0)):
-                moved = self.pitch_to_base.get(int(pitch[i]) + semitones)
-                if moved is None:
-                    return None
-                out[i] = moved
+            notes = (playing == src) & (pitch >= 0)
+            moved = np.array([self.pitch_to_base.get(int(p) + semitones, -1) for p in range(128)])[pitch[notes]]
+            if (moved < 0).any():
+                return None
+            out[notes] = moved
         return self.encode_base(out)
 
     def decode(self, ids: Any) -> Any:
