@@ -97,10 +97,14 @@ class TokenDataset(Dataset):
         programs = [moves.get(p, (p, 0))[0] for p in self.rows[i]["programs"]]
         return out, programs
 
+    def stored(self, i: int) -> np.ndarray:
+        """Piece ``i``'s BPE ids as stage 1 stored them."""
+        return np.asarray(self.store[self.store.row_to_item[self.rows[i]["row"]]], dtype=np.int64)
+
     def parts(self, i: int) -> dict[int, tuple[int, int, int]]:
         """Piece ``i``'s parts as stored (:meth:`~src.music.tokenizer.TokenCodec.parts`), computed once."""
         if i not in self._parts:
-            self._parts[i] = self.codec.parts(np.asarray(self.store[self.store.row_to_item[self.rows[i]["row"]]]))
+            self._parts[i] = self.codec.parts(self.stored(i))
         return self._parts[i]
 
     def revoice_reach(self) -> dict[int, int]:
@@ -117,7 +121,7 @@ class TokenDataset(Dataset):
         """The piece's BPE ids, transposed by a random shift, and with probability ``parallel_mode`` moved
         to the parallel mode of its key (seeded by seed, epoch, i); returns (ids, shift, moved)."""
         row = self.rows[i]
-        ids = np.asarray(self.store[self.store.row_to_item[row["row"]]], dtype=np.int64)
+        ids = self.stored(i)
         shift, moved = 0, False
         if self.parallel_mode and np.random.default_rng((self.seed, self.epoch, i, 11)).random() < self.parallel_mode:
             other = "minor" if row["mode"] == "major" else "major"
