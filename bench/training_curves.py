@@ -1,10 +1,12 @@
 """Validation curves of the pipeline's training runs, from their TensorBoard logs.
 
     .venv/bin/python -m bench.training_curves [--runs runs] [--preset tiny] [--out docs/results/curves_tiny.json]
+        [--stages planner "aligned planner"] [--trained_on "one H100 (lent)"]
 
 For each stage (planner, renderer, aligned planner) the validation loss at every evaluation and the
 training rate, so a choice of step counts (how the tiny pipeline's 30 minutes are shared) can be read
-off the run that made the checkpoints.
+off the run that made the checkpoints. ``machine`` is where the logs were read; ``trained_on`` (when given)
+where the runs trained.
 """
 
 from __future__ import annotations
@@ -33,9 +35,12 @@ def main() -> None:
     ap.add_argument("--runs", default="runs")
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--out", default="docs/results/curves_tiny.json")
+    ap.add_argument("--stages", nargs="+", choices=list(STAGES), default=list(STAGES))
+    ap.add_argument("--trained_on", default="", help="the machine the runs trained on, when not this one")
     args = ap.parse_args()
     result: dict = {"machine": machine(), "args": vars(args), "stages": {}}
-    for name, folder in STAGES.items():
+    for name in args.stages:
+        folder = STAGES[name]
         run = Path(args.runs) / folder / args.preset
         if not run.is_dir():
             raise SystemExit(f"{run}: no run; train it with: bash run_full_pipeline.sh --preset {args.preset}")

@@ -178,3 +178,23 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
         tmp.write_text("half")
         raise RuntimeError("interrupted")
     assert not target.exists() and not list(tmp_path.iterdir())
+
+
+def test_pack_checkpoint_round_trip(tmp_path, monkeypatch):
+    """bench/pack_checkpoint.py: the pieces join back into the inference part, bit for bit, without resume state."""
+    import torch
+
+    from bench import pack_checkpoint
+
+    monkeypatch.setattr(pack_checkpoint, "CHUNK", 4096)
+    state = {"model": {"w": torch.randn(3000)}, "model_config": {"d": 4}, "step": 7, "optimizer": {"m": 1}, "rng": [1]}
+    torch.save(state, tmp_path / "best.pt")
+    pack_checkpoint.pack(str(tmp_path / "best.pt"), str(tmp_path), "sup")
+    parts = sorted(tmp_path.glob("sup.part*"))
+    assert len(parts) > 2 and all(p.stat().st_size <= 4096 for p in parts)
+    pack_checkpoint.join(str(tmp_path), "sup", str(tmp_path / "back" / "best.pt"))
+    back = torch.load(tmp_path / "back" / "best.pt", weights_only=True)
+    assert set(back) == {"model", "model_config", "step"}
+    assert torch.equal(back["model"]["w"], state["model"]["w"]) and back["step"] == 7
+    with pytest.raises(SystemExit, match="no none.part"):
+        pack_checkpoint.join(str(tmp_path), "none", str(tmp_path / "x.pt"))
