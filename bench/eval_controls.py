@@ -1,7 +1,7 @@
 """Controls the model follows: a grid of requests, what the model wrote (raw) beside what was delivered.
 
     .venv/bin/python -m bench.eval_controls [--checkpoints A.pt B.pt] [--seeds 8] [--bars 8] \
-        [--guidance 1 1.5 2 3] [--sweep_last N] [--out docs/results/controls_tiny.json]
+        [--guidance 1 1.5 2 3] [--sweep_last N] [--mode_only | --parts_only] [--out docs/results/controls_tiny.json]
 
 For each checkpoint (default: the tiny supervised and aligned planners) the grid is every style the
 checkpoint knows x the four emotions x ``--seeds`` seeds, with and without a key (each emotion's demo key),
@@ -23,7 +23,8 @@ grammar only: no metre, program or position masks) beside the generator's masks,
 requests, raw share of songs whose tokens carry only the requested time signature, and parts: a solo cello,
 a solo trumpet and "fiddle and flute" with the part limits (src/generation/limits.py) on and off: notes on the
 named programs, in range, solo parts within one player's notes at once, and two named parts that both play
-through the song (each starts notes in at least half its bars).
+through the song (each starts notes in at least half its bars). ``--mode_only`` runs the no-key,
+no-instrument cells alone; ``--parts_only`` the parts sweep alone, for every checkpoint.
 """
 
 from __future__ import annotations
@@ -127,7 +128,9 @@ def main() -> None:
         default=0,
         help="sweeps (guidance, plain, metre) for the last N checkpoints only",
     )
-    ap.add_argument("--mode_only", action="store_true", help="only the no-key, no-instrument cells, no sweeps")
+    only = ap.add_mutually_exclusive_group()
+    only.add_argument("--mode_only", action="store_true", help="only the no-key, no-instrument cells, no sweeps")
+    only.add_argument("--parts_only", action="store_true", help="only the parts sweep, for every checkpoint")
     ap.add_argument("--out", default="docs/results/controls_tiny.json")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -139,6 +142,8 @@ def main() -> None:
     t0 = time.time()
     for n_ckpt, ckpt in enumerate(args.checkpoints):
         sweeps = not args.mode_only and (not args.sweep_last or n_ckpt >= len(args.checkpoints) - args.sweep_last)
+        sweeps = sweeps or args.parts_only
+        full = not args.parts_only  # the request grid, the guidance sweep and plain sampling
         model, state = load_planner(ckpt)
         model.eval()
         codec = codec_from_checkpoint(state)
@@ -166,7 +171,7 @@ def main() -> None:
             return SongRequest(prompt, style, emotion, tempo, form, key=key, seed=seed, **kw)
 
         cells = []
-        for style in styles:
+        for style in styles if full else []:
             own = prompt_word(state["data_stats"]["style_programs"][style][0])
             for emotion in EMOTIONS:
                 for key in ("", DEMOS[emotion][4]) if not args.mode_only else ("",):
@@ -175,7 +180,7 @@ def main() -> None:
                             cell = {"checkpoint": kind, "style": style, "emotion": emotion, "key_given": bool(key)}
                             cell |= {"instruments": instruments or "-", "guidance": 1.0, "sampling": "masks"}
                             cells.append(({**cell, "limits": "on"}, request(style, emotion, seed, key, instruments)))
-        for g in args.guidance if sweeps else []:
+        for g in args.guidance if sweeps and full else []:
             if g == 1.0:
                 continue
             for style in styles:
@@ -185,7 +190,7 @@ def main() -> None:
                         cell |= {"instruments": "-", "guidance": g, "sampling": "masks", "limits": "on"}
                         cells.append((cell, request(style, emotion, seed, "", "", sampling=SamplingConfig(guidance=g))))
         plain_cells = []
-        for style in styles if sweeps else []:
+        for style in styles if sweeps and full else []:
             for emotion in EMOTIONS:
                 for metre in ("4/4", "3/4", "6/8"):
                     for seed in range(args.seeds):
