@@ -23,8 +23,8 @@ pack)
     --set audio.enabled=false          # POP909 and MAESTRO need the internet; the planner needs no audio
   HF_HUB_OFFLINE=1 PYTHONPATH=. .venv/bin/python -c \
     "from src.models.text_encoder import caption_embeddings as c; c('data/processed/small')"
-  mkdir -p .gpu .whl
-  grep -qx '/.gpu/' .git/info/exclude || printf '/.gpu/\n/.whl/\n' >> .git/info/exclude
+  mkdir -p .gpu .whl .git/info
+  grep -qsx '/.gpu/' .git/info/exclude || printf '/.gpu/\n/.whl/\n' >> .git/info/exclude
   cp bench/pack_checkpoint.py .gpu/pack.py
   tar -cJf .gpu/data_small.tar.xz data/processed/small data/subsets/small
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
