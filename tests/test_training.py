@@ -444,6 +444,22 @@ def test_reference_gets_no_gradient_and_stays_unchanged(micro_checkpoint):
     assert all(torch.equal(before[k], v) for k, v in ref.state_dict().items())
 
 
+def test_exclude_sources_leaves_those_pairs_out_and_rejects_a_name_that_matches_none():
+    from src.data.preferences import Pair
+    from src.training.alignment import without_sources
+    from src.training.dpo import AlignmentConfig
+
+    pairs = [
+        Pair(str(i), {}, [], [], [], source=s)
+        for i, s in enumerate(["synthetic:stuck_notes", "synthetic:off_grid", "human"])
+    ]
+    kept = without_sources(pairs, AlignmentConfig(exclude_sources=["synthetic:stuck_notes"]))
+    assert [p.source for p in kept] == ["synthetic:off_grid", "human"]
+    assert without_sources(pairs, AlignmentConfig()) == pairs
+    with pytest.raises(ValueError, match="synthetic:stuck_note match no pair"):
+        without_sources(pairs, AlignmentConfig(exclude_sources=["synthetic:stuck_note"]))
+
+
 def test_one_alignment_step_writes_a_checkpoint_stage5_prefers(micro_data, micro_checkpoint, tmp_path):
     from src.generation.config import GenerationConfig
     from src.generation.run import select_checkpoint

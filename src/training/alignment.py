@@ -53,6 +53,18 @@ def pair_text_embeddings(pairs: list, data_dir: str) -> dict[str, np.ndarray]:
     return {**{t: cached[t] for t in texts & set(cached)}, **dict(zip(new, embed_texts(new)))}
 
 
+def without_sources(pairs: list, cfg: AlignmentConfig) -> list:
+    """The pairs whose source ``cfg.exclude_sources`` does not name; a name that matches no pair is an error."""
+    sources = {p.source for p in pairs}
+    unknown = sorted(set(cfg.exclude_sources) - sources)
+    if unknown:
+        raise ValueError(f"exclude_sources: {', '.join(unknown)} match no pair (sources: {', '.join(sorted(sources))})")
+    kept = [p for p in pairs if p.source not in cfg.exclude_sources]
+    if len(kept) < len(pairs):
+        log.info("left out %d pairs from %s (exclude_sources)", len(pairs) - len(kept), ", ".join(cfg.exclude_sources))
+    return kept
+
+
 def train(cfg: AlignmentConfig, info: DistInfo | None = None, stop_after: int | None = None) -> dict[str, Any]:
     info = info or setup_distributed(cfg.train.device)
     tc, out_dir = cfg.train, Path(cfg.out_dir)
@@ -68,7 +80,7 @@ def train(cfg: AlignmentConfig, info: DistInfo | None = None, stop_after: int | 
         torch.distributed.barrier()
     if cfg.on_policy.conditions:
         files.append(out_dir / "on_policy_pairs.json")
-    pairs = [p for f in files for p in load_pairs(f, codec.tok, state["tokenizer_hash"])]
+    pairs = without_sources([p for f in files for p in load_pairs(f, codec.tok, state["tokenizer_hash"])], cfg)
     train_pairs = [p for p in pairs if p.split != "validation"]
     val_pairs = [p for p in pairs if p.split == "validation"]
     text_emb = pair_text_embeddings(pairs, cfg.data_dir)

@@ -71,6 +71,7 @@ class AlignmentConfig:
     data_dir: str = "data/processed/tiny"
     pref_data: str = "data/subsets/tiny/preference_data.json"
     extra_pref_data: list[str] = field(default_factory=list)  # e.g. human-labelled pair files
+    exclude_sources: list[str] = field(default_factory=list)  # pair sources left out, e.g. synthetic:stuck_notes
     out_dir: str = "checkpoints/aligned/tiny"
     run_dir: str = "runs/aligned"
     run_name: str = "tiny"
