@@ -141,9 +141,9 @@ def main() -> None:
     all_rows: list[dict] = []
     t0 = time.time()
     for n_ckpt, ckpt in enumerate(args.checkpoints):
-        sweeps = not args.mode_only and (not args.sweep_last or n_ckpt >= len(args.checkpoints) - args.sweep_last)
-        sweeps = sweeps or args.parts_only
+        last = not args.sweep_last or n_ckpt >= len(args.checkpoints) - args.sweep_last
         full = not args.parts_only  # the request grid, the guidance sweep and plain sampling
+        sweeps = args.parts_only or (not args.mode_only and last)
         model, state = load_planner(ckpt)
         model.eval()
         codec = codec_from_checkpoint(state)

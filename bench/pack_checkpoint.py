@@ -1,10 +1,11 @@
 """Move a checkpoint's inference part through a channel that takes files of at most 16 MiB.
 
-    python bench/pack_checkpoint.py pack CHECKPOINT OUT_DIR NAME    # NAME.part0, NAME.part1, ...
+    python bench/pack_checkpoint.py pack CHECKPOINT OUT_DIR NAME    # NAME.part0of3, NAME.part1of3, ...
     python bench/pack_checkpoint.py join IN_DIR NAME CHECKPOINT     # the pieces back into one file
 
 ``pack`` drops what only resuming needs (optimiser, scheduler, scaler, RNG states); the model weights,
-its config and the checkpoint's extras are kept bit for bit, and both ends print the bytes' SHA-256.
+its config and the checkpoint's extras are kept bit for bit, and both ends print the bytes' SHA-256. Each
+piece's name carries the count, so ``join`` refuses an incomplete set (a piece left behind by the channel).
 Used by ``bench/small_on_gpu.sh`` (a lent GPU machine sends back at most 8 files of 16 MiB each).
 """
 
@@ -12,10 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import sys
 from pathlib import Path
 
 import torch
+
+from src.utils.io import atomic_path
 
 CHUNK = 16 * 2**20 - 4096
 RESUME_ONLY = ("optimizer", "scheduler", "scaler", "rng")
@@ -27,20 +31,25 @@ def pack(src: str, out_dir: str, name: str) -> None:
     buf = io.BytesIO()
     torch.save(state, buf)
     data = buf.getvalue()
-    for i in range(0, len(data), CHUNK):
-        Path(out_dir, f"{name}.part{i // CHUNK}").write_bytes(data[i : i + CHUNK])
+    count = -(-len(data) // CHUNK)
+    for i in range(count):
+        Path(out_dir, f"{name}.part{i}of{count}").write_bytes(data[i * CHUNK : (i + 1) * CHUNK])
     print(name, len(data), hashlib.sha256(data).hexdigest(), "step", state.get("step"), "val", state.get("val_loss"))
 
 
 def join(in_dir: str, name: str, dst: str) -> None:
-    parts = sorted(Path(in_dir).glob(f"{name}.part*"), key=lambda p: int(p.suffix.removeprefix(".part")))
-    if not parts:
+    found = {}
+    for p in Path(in_dir).glob(f"{name}.part*"):
+        if m := re.fullmatch(r"part(\d+)of(\d+)", p.suffix[1:]):
+            found[(int(m[1]), int(m[2]))] = p
+    if not found:
         sys.exit(f"pack_checkpoint: no {name}.part* in {in_dir}")
-    data = b"".join(p.read_bytes() for p in parts)
-    Path(dst).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(dst).with_suffix(".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(dst)
+    counts = {n for _, n in found}
+    if len(counts) != 1 or sorted(i for i, _ in found) != list(range(counts.pop())):
+        sys.exit(f"pack_checkpoint: {in_dir}: {name}.part* is not one complete set ({sorted(found)})")
+    data = b"".join(found[k].read_bytes() for k in sorted(found))
+    with atomic_path(dst) as tmp:
+        tmp.write_bytes(data)
     print(dst, len(data), hashlib.sha256(data).hexdigest())
 
 

@@ -198,3 +198,7 @@ def test_pack_checkpoint_round_trip(tmp_path, monkeypatch):
     assert torch.equal(back["model"]["w"], state["model"]["w"]) and back["step"] == 7
     with pytest.raises(SystemExit, match="no none.part"):
         pack_checkpoint.join(str(tmp_path), "none", str(tmp_path / "x.pt"))
+    parts[-1].unlink()  # a piece the channel left behind: refused, nothing written
+    with pytest.raises(SystemExit, match="sup.part. is not one complete set"):
+        pack_checkpoint.join(str(tmp_path), "sup", str(tmp_path / "y.pt"))
+    assert not (tmp_path / "y.pt").exists()
