@@ -26,9 +26,8 @@ from torch.utils.data import DataLoader
 
 from bench.common import machine, table
 from src.models.builders import codec_from_checkpoint, load_planner
-from src.models.text_encoder import caption_embeddings
 from src.music.conditions import COND_FIELDS, NULL_KEY, drop_fields
-from src.training.datasets import PlannerDataset
+from src.training.symbolic import validation_windows
 from src.utils.io import write_text
 
 
@@ -57,7 +56,7 @@ def condition_use(ckpt: str, data_dir: str, tokens: int) -> dict[str, Any]:
     model, state = load_planner(ckpt)
     model.eval()
     codec = codec_from_checkpoint(state)
-    ds = PlannerDataset(data_dir, "validation", model.cfg, codec, caption_embeddings(data_dir), eval_windows=1)
+    ds = validation_windows(model.cfg, state, data_dir, codec, 1)
     sums: dict[str, dict[str, float]] = {}
     counts = {"opening": 0, "window": 0}
     for batch in DataLoader(ds, batch_size=32):

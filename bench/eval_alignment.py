@@ -92,9 +92,10 @@ def main() -> None:
         def judge(ids: np.ndarray, row: dict = row) -> dict:
             return score_tokens(ids, codec.tok, row["tempo"], row["time_signature"], row["emotion"])
 
-        for name, (model, _) in models.items():
+        for name, (model, state) in models.items():
             gen = torch.Generator().manual_seed(args.seed + i)  # the same draws for both models
-            _, conts = sample_continuations(model, codec, row, store, emb, cfg, args.samples, gen)
+            relative = state["data_stats"].get("key_relative", False)
+            _, conts = sample_continuations(model, codec, row, store, emb, cfg, args.samples, gen, relative)
             for c in conts:
                 s = judge(c)
                 scores[name].append(s["total"])

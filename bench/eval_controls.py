@@ -149,6 +149,8 @@ def main() -> None:
         codec = codec_from_checkpoint(state)
         kind = "aligned" if state.get("kind") == "aligned_planner" else "supervised"
         kind = f"{kind}: {Path(ckpt).parent.name}"
+        if kind in result.get("checkpoints", {}):  # two checkpoints in folders of one name: the folder above too
+            kind = f"{kind} ({Path(ckpt).parent.parent.name})"
         stats = dict(state["data_stats"])
         if "keys" not in stats:  # a checkpoint from before keys were recorded: the same data's keys, said
             stats["keys"] = data_stats(

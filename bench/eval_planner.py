@@ -18,10 +18,9 @@ import numpy as np
 from bench.common import machine, table
 from src.models.builders import load_codec
 from src.models.symbolic_planner import PlannerConfig
-from src.models.text_encoder import caption_embeddings
 from src.music.tokenizer import BOS, EOS, IGNORE
 from src.training.datasets import PlannerDataset, TokenDataset
-from src.training.symbolic import val_losses
+from src.training.symbolic import val_losses, validation_windows
 from src.utils.checkpoint import load_checkpoint
 
 
@@ -62,9 +61,7 @@ def main() -> None:
     state = load_checkpoint(args.checkpoint)
     data_dir = args.data_dir or state["data_dir"]
     mcfg = PlannerConfig(**state["model_config"])
-    ds = PlannerDataset(
-        data_dir, "validation", mcfg, load_codec(data_dir), caption_embeddings(data_dir), eval_windows=args.windows
-    )
+    ds = validation_windows(mcfg, state, data_dir, load_codec(data_dir), args.windows)
     losses = val_losses(args.checkpoint, data_dir, args.windows)  # refuses a checkpoint of other data
     base = baselines(data_dir, ds, mcfg.vocab_size)
     rows = [

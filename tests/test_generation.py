@@ -395,6 +395,23 @@ def test_no_key_plans_one_of_the_emotions_training_keys(micro_checkpoint, emotio
     assert plans <= drawn == set(table)  # drawn by the training counts, not always the commonest
 
 
+def test_a_key_relative_planner_is_given_tonic_c_and_its_song_moved_to_the_key(micro_checkpoint):
+    """A planner trained with every piece on tonic C (data_stats key_relative) is conditioned on C in the wanted
+    mode; the song is then transposed onto the wanted tonic, and the JSON says what the planner was given."""
+    from src.generation.song import SongRequest
+
+    g = micro_generator(micro_checkpoint)
+    req = SongRequest(style="FOLK", emotion="SAD", key="E minor", seed=3)
+    assert g.generate(req, None, parse_form("a:4", 4)).facts["conditioned_key"] == "E minor"
+    g.stats["key_relative"] = True
+    song = g.generate(req, None, parse_form("a:4", 4))
+    assert song.facts["conditioned_key"] == "C minor"
+    if song.facts["notes"] >= 6:
+        assert song.facts["delivered"]["key"] == "E minor"
+    if song.facts["fixups"]["samples"] == 1:  # the delivered notes are the first sample's, moved
+        assert (song.facts["fixups"]["transposed"] == 0) == song.facts["raw"]["key"].startswith("E ")
+
+
 def test_a_checkpoint_without_training_keys_leaves_the_key_to_the_model(micro_checkpoint):
     from src.generation.song import SongRequest
 

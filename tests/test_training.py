@@ -18,8 +18,10 @@ from src.models.builders import load_codec, load_planner, resolve_planner_config
 from src.models.sampling import Grammar, SamplingConfig, generate
 from src.models.symbolic_planner import PlannerConfig, SymbolicPlanner
 from src.models.text_encoder import caption_embeddings
-from src.music.conditions import Conditions, batch
+from src.music.conditions import NULL_KEY, Conditions, batch
+from src.music.theory import parse_key
 from src.music.tokenizer import BOS, IGNORE, TokenCodec, load_tokenizer, note_multiset
+from src.music.vocab import DRUMS
 from src.training.datasets import AudioPairDataset, PlannerDataset, TokenDataset
 from src.training.dpo import dpo_loss, reference_copy, sequence_logps
 from src.training.symbolic import SymbolicConfig, train
@@ -68,6 +70,49 @@ def test_parallel_mode_augmentation_flips_mode_emotion_and_withholds_the_caption
     half = TokenDataset(dcfg.processed_dir, "train", 0, 0, codec, parallel_mode=0.5)
     share = np.mean([half.ids_and_shift(i)[2] for i in range(len(half))])
     assert 0.25 < share < 0.75 and half.ids_and_shift(3)[2] == half.ids_and_shift(3)[2]  # seeded
+
+
+def test_key_relative_pieces_sound_on_tonic_c_and_say_so(micro_data):
+    """key_relative: each piece is moved to tonic C (the nearer octave that fits), its key condition C in its
+    own mode; training and validation windows alike; transposition on top of it is refused."""
+    from src.music.notes import notes_array
+    from src.music.theory import estimate_key
+
+    dcfg, _ = micro_data
+    codec = load_codec(dcfg.processed_dir)
+    plain = TokenDataset(dcfg.processed_dir, "train", 0, 0, codec)
+    rel = TokenDataset(dcfg.processed_dir, "train", 0, 0, codec, key_relative=True)
+    moved = 0
+    for i, row in enumerate(rel.rows[:20]):
+        ids, shift, _ = rel.ids_and_shift(i)
+        assert shift in ((-row["key_tonic"]) % 12, (-row["key_tonic"]) % 12 - 12) and abs(shift) <= 6
+        assert Conditions.from_row(row, None, 0, shift).key == (12 if row["mode"] == "minor" else 0)
+        before = estimate_key(notes_array(codec.decode(plain.ids(i))))[0]
+        after = estimate_key(notes_array(codec.decode(ids)))[0]
+        moved += after == (before + shift) % 12
+    assert moved == 20
+    cfg = PlannerConfig(block_size=48, max_bars=16)
+    emb = caption_embeddings(dcfg.processed_dir)
+    val = PlannerDataset(dcfg.processed_dir, "validation", cfg, codec, emb, eval_windows=1, key_relative=True)
+    assert all(int(val[i]["key"]) in (0, 12, NULL_KEY) for i in range(len(val)))
+    with pytest.raises(ValueError, match="key_relative"):
+        TokenDataset(dcfg.processed_dir, "train", 3, 0, codec, key_relative=True)
+
+
+def test_planner_sets_take_each_augmentation_from_its_own_config_key(micro_data):
+    """Regression: a positional slip once trained with train.revoice as the parallel-mode share and no re-voicing."""
+    from src.training.symbolic import TrainConfig, planner_sets
+
+    dcfg, _ = micro_data
+    codec = load_codec(dcfg.processed_dir)
+    tc = TrainConfig(parallel_mode=0.1, revoice=0.3, seed=5)
+    emb = np.zeros((999, 384))
+    train_ds, val_ds = planner_sets(tc, dcfg.processed_dir, PlannerConfig(), codec, emb)
+    p = train_ds.pieces
+    assert (p.parallel_mode, p.revoice, p.transpose, p.seed, p.key_relative) == (0.1, 0.3, 0, 5, False)
+    assert train_ds.windows is None and val_ds.windows and val_ds.pieces.revoice == val_ds.pieces.parallel_mode == 0
+    rel, _ = planner_sets(TrainConfig(key_relative=True), dcfg.processed_dir, PlannerConfig(), codec, emb)
+    assert rel.pieces.key_relative
 
 
 def test_validation_windows_start_on_a_bar_like_training_windows(micro_data):
@@ -458,6 +503,28 @@ def test_exclude_sources_leaves_those_pairs_out_and_rejects_a_name_that_matches_
     assert without_sources(pairs, AlignmentConfig()) == pairs
     with pytest.raises(ValueError, match="synthetic:stuck_note match no pair"):
         without_sources(pairs, AlignmentConfig(exclude_sources=["synthetic:stuck_note"]))
+
+
+def test_pairs_for_a_key_relative_planner_move_onto_tonic_c(micro_data):
+    """Each pair's prompt and continuations move by one shift onto tonic C, its key condition with them."""
+    from src.data.preferences import load_pairs
+    from src.training.alignment import on_tonic_c
+
+    dcfg, _ = micro_data
+    codec = load_codec(dcfg.processed_dir)
+    pairs = [p for p in load_pairs(dcfg.preference.out_path, codec.tok) if p.conditions.get("key")][:12]
+    moved = on_tonic_c(pairs, codec)
+    assert len(moved) == len(pairs)
+    for a, b in zip(pairs, moved):
+        tonic, mode = parse_key(a.conditions["key"])
+        assert b.conditions["key"] == f"C {mode}" and b.conditions["text"] == a.conditions["text"]
+        shifts = set()
+        for old, new in ((a.prompt, b.prompt), (a.chosen, b.chosen), (a.rejected, b.rejected)):
+            pitches = [
+                sorted(n[1] for n in note_multiset(codec.tok.decode(x)).elements() if n[0] != DRUMS) for x in (old, new)
+            ]
+            shifts |= {q - p for p, q in zip(*pitches)}
+        assert len(shifts) == 1 and (tonic + shifts.pop()) % 12 == 0  # one shift for the pair, onto C
 
 
 def test_one_alignment_step_writes_a_checkpoint_stage5_prefers(micro_data, micro_checkpoint, tmp_path):

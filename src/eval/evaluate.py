@@ -339,8 +339,8 @@ def raw_checks(facts: dict[str, Any], req: SongRequest, named: bool, arousal_thr
         "fix_transposed": bool(fix.get("transposed")),
         "fix_parallel_mode": bool(fix.get("parallel_mode")),
     }
-    if req.key:
-        checks["raw_key"] = raw["key"] == key_name(*parse_key(req.key))
+    if req.key:  # against the key the planner was given (tonic C for a key-relative planner)
+        checks["raw_key"] = raw["key"] == facts.get("conditioned_key", key_name(*parse_key(req.key)))
     if named:
         checks["fix_reassigned"] = bool(fix.get("voices_reassigned"))
         checks["fix_unrestricted"] = bool(fix.get("unrestricted_resample"))

@@ -372,8 +372,11 @@ class SongGenerator:
             want_key, plan = self.key_plan(req.style, req.emotion, req.seed * 1009 + 7919)
             if want_key is None:
                 notes.append(plan["source"])
+        # a key-relative planner (trained with every piece on tonic C) is given C in the wanted mode; the
+        # transposition below puts its song on the wanted tonic
+        cond_key = (0, want_key[1]) if want_key is not None and self.stats.get("key_relative") else want_key
         cond = Conditions.for_song(
-            text, req.style, req.emotion, req.tempo, want_key, req.time_signature, programs, sections
+            text, req.style, req.emotion, req.tempo, cond_key, req.time_signature, programs, sections
         )
         best: tuple[int, list[int], Any, int] | None = None
         raw: dict[str, Any] = {}
@@ -441,6 +444,7 @@ class SongGenerator:
         facts |= {
             "written_metre": written,
             "key_plan": plan,
+            "conditioned_key": key_name(*cond_key) if cond_key is not None else None,  # what the planner was given
             "part_limits": limits.facts() if limits is not None else None,  # enforced while sampling; None: off
             "raw": raw,
             "delivered": control_facts(score, req.tempo, named),

@@ -143,14 +143,15 @@ class Conditions:
         )
 
 
-def pair_condition_dict(row: dict[str, Any], bar0: int) -> dict[str, Any]:
-    """A manifest row's labels as a preference pair's condition dict, its plan from bar ``bar0`` on."""
+def pair_condition_dict(row: dict[str, Any], bar0: int, shift: int = 0) -> dict[str, Any]:
+    """A manifest row's labels as a preference pair's condition dict, its plan from bar ``bar0`` on; ``shift``:
+    the pair's tokens were transposed by it."""
     return {
         "text": row["caption"],
         "style": row["style"],
         "emotion": row["emotion"],
         "tempo": row["tempo"],
-        "key": key_name(row["key_tonic"], row["mode"]),
+        "key": key_name((row["key_tonic"] + shift) % 12, row["mode"]),
         "time_signature": row["time_signature"],
         "programs": row["programs"],
         "sections": row["sections"][bar0:],

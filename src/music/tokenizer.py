@@ -291,6 +291,17 @@ class TokenCodec:
         """Shift every pitched (non-drum) note; None if a note would leave the vocabulary."""
         return ids if semitones == 0 else self.map_pitches(ids, lambda pitch: semitones)
 
+    def to_tonic_c(self, parts: list[np.ndarray], tonic: int) -> tuple[list[np.ndarray], int] | None:
+        """``parts`` of one piece in the key of ``tonic``, each moved onto tonic C by the same shift: the nearer
+        octave (|shift| <= 6) unless a note would leave the vocabulary, then the other; (parts, shift), or None if
+        neither fits. A key-relative planner is trained and aligned on pieces so moved."""
+        down = -(tonic % 12)
+        for shift in sorted((down, down + 12), key=abs):
+            moved = [self.transpose(np.asarray(p, dtype=np.int64), shift) for p in parts]
+            if all(m is not None for m in moved):
+                return moved, shift
+        return None
+
     def parallel_mode(self, ids: np.ndarray, tonic: int, mode: str) -> np.ndarray | None:
         """The piece in the parallel ``mode`` of ``tonic`` (:func:`~src.music.theory.parallel_mode_shift`)."""
         return self.map_pitches(ids, lambda pitch: parallel_mode_shift(pitch, tonic, mode))

@@ -10,11 +10,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from src.data.preferences import load_pairs
+from src.data.preferences import Pair, load_pairs
 from src.data.token_store import TokenStore
 from src.models.builders import codec_from_checkpoint, load_planner
 from src.models.text_encoder import caption_embeddings, embed_texts
 from src.music.scoring import ScorerConfig
+from src.music.theory import key_name, parse_key
+from src.music.tokenizer import TokenCodec
 from src.training.datasets import PreferenceDataset
 from src.training.distributed import DistInfo, setup_distributed
 from src.training.dpo import AlignmentConfig, DPOTask, on_policy_pairs, reference_copy, set_dropout
@@ -36,7 +38,10 @@ def build_on_policy(cfg: AlignmentConfig, model, codec, state: dict, out_dir: Pa
     def sample() -> dict[str, Any]:
         rows = [r for r in read_jsonl(Path(cfg.data_dir) / "manifest.jsonl") if r["split"] == "train"]
         store, text_emb = TokenStore(cfg.data_dir), caption_embeddings(cfg.data_dir)
-        pairs = on_policy_pairs(model, codec, rows, store, text_emb, cfg.on_policy, ScorerConfig(), cfg.train.seed)
+        relative = state["data_stats"].get("key_relative", False)
+        pairs = on_policy_pairs(
+            model, codec, rows, store, text_emb, cfg.on_policy, ScorerConfig(), cfg.train.seed, relative
+        )
         log.info("on-policy pairs: %d from %d conditions", len(pairs), cfg.on_policy.conditions)
         return {"tokenizer_hash": state["tokenizer_hash"], "pairs": pairs}
 
@@ -65,6 +70,28 @@ def without_sources(pairs: list, cfg: AlignmentConfig) -> list:
     return kept
 
 
+def on_tonic_c(pairs: list[Pair], codec: TokenCodec) -> list[Pair]:
+    """For a key-relative planner: every pair moved onto tonic C (prompt and both continuations by one shift) with
+    its key condition; a pair that cannot move without leaving the vocabulary is left out and counted."""
+    out, left = [], 0
+    for p in pairs:
+        if not p.conditions.get("key"):
+            out.append(p)
+            continue
+        tonic, mode = parse_key(p.conditions["key"])
+        moved = codec.to_tonic_c([np.asarray(p.prompt), np.asarray(p.chosen), np.asarray(p.rejected)], tonic)
+        if moved is None:
+            left += 1
+            continue
+        (prompt, chosen, rejected), _ = moved
+        conditions = {**p.conditions, "key": key_name(0, mode)}
+        lists = {"prompt": prompt.tolist(), "chosen": chosen.tolist(), "rejected": rejected.tolist()}
+        out.append(dataclasses.replace(p, conditions=conditions, **lists))
+    if left:
+        log.info("left out %d pairs that do not fit the vocabulary on tonic C (key-relative planner)", left)
+    return out
+
+
 def train(cfg: AlignmentConfig, info: DistInfo | None = None, stop_after: int | None = None) -> dict[str, Any]:
     info = info or setup_distributed(cfg.train.device)
     tc, out_dir = cfg.train, Path(cfg.out_dir)
@@ -81,6 +108,8 @@ def train(cfg: AlignmentConfig, info: DistInfo | None = None, stop_after: int | 
     if cfg.on_policy.conditions:
         files.append(out_dir / "on_policy_pairs.json")
     pairs = without_sources([p for f in files for p in load_pairs(f, codec.tok, state["tokenizer_hash"])], cfg)
+    if state["data_stats"].get("key_relative"):  # the planner was trained on tonic C: so are its pairs
+        pairs = on_tonic_c(pairs, codec)
     train_pairs = [p for p in pairs if p.split != "validation"]
     val_pairs = [p for p in pairs if p.split == "validation"]
     text_emb = pair_text_embeddings(pairs, cfg.data_dir)

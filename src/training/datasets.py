@@ -48,14 +48,17 @@ class TokenDataset(Dataset):
         codec: Any = None,
         parallel_mode: float = 0.0,
         revoice: float = 0.0,
+        key_relative: bool = False,
     ):
         self.store = TokenStore(processed_dir)
         rows = read_jsonl(Path(processed_dir) / "manifest.jsonl")
         self.rows = [r for r in rows if r["split"] == split and r["row"] in self.store.row_to_item]
         self.transpose, self.seed, self.epoch = transpose, seed, 0
-        self.parallel_mode, self.revoice = parallel_mode, revoice
-        if (transpose or parallel_mode or revoice) and codec is None:
-            raise ValueError("transposition, parallel-mode and program augmentation need a TokenCodec")
+        self.parallel_mode, self.revoice, self.key_relative = parallel_mode, revoice, key_relative
+        if transpose and key_relative:
+            raise ValueError("transpose and key_relative exclude each other: key_relative puts every piece on tonic C")
+        if (transpose or parallel_mode or revoice or key_relative) and codec is None:
+            raise ValueError("transposition, key-relative pieces, parallel-mode and re-voicing need a TokenCodec")
         self.codec = codec
         self._parts: dict[int, dict[int, tuple[int, int, int]]] = {}  # per piece: codec.parts of its stored ids
 
@@ -118,8 +121,10 @@ class TokenDataset(Dataset):
         return dict(sorted(reach.items()))
 
     def ids_and_shift(self, i: int) -> tuple[np.ndarray, int, bool]:
-        """The piece's BPE ids, transposed by a random shift, and with probability ``parallel_mode`` moved
-        to the parallel mode of its key (seeded by seed, epoch, i); returns (ids, shift, moved)."""
+        """The piece's BPE ids, with probability ``parallel_mode`` moved to the parallel mode of its key, then
+        put on tonic C (``key_relative``: the nearer octave that keeps every note in the vocabulary; a piece that
+        fits neither stays in its key) or transposed by a random shift (seeded by seed, epoch, i);
+        returns (ids, shift, moved)."""
         row = self.rows[i]
         ids = self.stored(i)
         shift, moved = 0, False
@@ -128,6 +133,10 @@ class TokenDataset(Dataset):
             mapped = self.codec.parallel_mode(ids, row["key_tonic"], other)
             if mapped is not None:  # a note pushed out of range: the piece stays as it is
                 ids, moved = mapped, True
+        if self.key_relative:
+            on_c = self.codec.to_tonic_c([ids], row["key_tonic"])
+            if on_c is not None:
+                return on_c[0][0], on_c[1], moved
         if self.transpose:
             rng = np.random.default_rng((self.seed, self.epoch, i))
             for s in rng.permutation(np.arange(-self.transpose, self.transpose + 1)):
@@ -150,13 +159,24 @@ class PlannerDataset(Dataset):
         cfg: PlannerConfig,
         codec: TokenCodec,
         text_emb: np.ndarray,
+        *,
         transpose: int = 0,
         seed: int = 0,
         eval_windows: int = 0,
         parallel_mode: float = 0.0,
         revoice: float = 0.0,
+        key_relative: bool = False,
     ):
-        self.pieces = TokenDataset(processed_dir, split, transpose, seed, codec, parallel_mode, revoice)
+        self.pieces = TokenDataset(
+            processed_dir,
+            split,
+            transpose=transpose,
+            seed=seed,
+            codec=codec,
+            parallel_mode=parallel_mode,
+            revoice=revoice,
+            key_relative=key_relative,
+        )
         self.cfg, self.codec, self.text_emb, self.seed = cfg, codec, text_emb, seed
         self.epoch = 0
         self.windows: list[tuple[int, int]] | None = None
@@ -183,7 +203,7 @@ class PlannerDataset(Dataset):
         T = self.cfg.block_size
         if self.windows is not None:
             piece, start = self.windows[i]
-            ids, shift, moved, programs = self.pieces.ids(piece), 0, False, None
+            (ids, shift, moved), programs = self.pieces.ids_and_shift(piece), None  # no augmentation: a fixed set
         else:
             piece = i
             ids, shift, moved, programs = self.pieces.augmented(piece)

@@ -196,12 +196,28 @@ def set_dropout(model: torch.nn.Module, p: float) -> None:
 # ----------------------------------------------------------------------------- on-policy pairs
 
 
+def piece_ids(codec, row: dict, store, key_relative: bool = False) -> tuple[np.ndarray, int]:
+    """A training piece's ids and their shift: on tonic C for a key-relative planner, as it was trained."""
+    ids = store[store.row_to_item[row["row"]]].astype(np.int64)
+    on_c = codec.to_tonic_c([ids], row["key_tonic"]) if key_relative else None
+    return (on_c[0][0], on_c[1]) if on_c is not None else (ids, 0)
+
+
 @torch.no_grad()
 def sample_continuations(
-    model, codec, row: dict, store, text_emb: np.ndarray, cfg: OnPolicyConfig, n: int, gen: torch.Generator
+    model,
+    codec,
+    row: dict,
+    store,
+    text_emb: np.ndarray,
+    cfg: OnPolicyConfig,
+    n: int,
+    gen: torch.Generator,
+    key_relative: bool = False,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The piece's first ``prompt_bars`` bars and ``n`` sampled continuations of ``continuation_bars`` bars."""
-    ids = store[store.row_to_item[row["row"]]].astype(np.int64)
+    """The piece's first ``prompt_bars`` bars and ``n`` sampled continuations of ``continuation_bars`` bars
+    (``key_relative``: the piece on tonic C and its key condition with it)."""
+    ids, shift = piece_ids(codec, row, store, key_relative)
     starts = codec.bar_token_starts(ids)
     if len(starts) <= cfg.prompt_bars:
         return ids[:0], []
@@ -211,7 +227,7 @@ def sample_continuations(
     x0 = torch.tensor([[BOS, *context.tolist()]] * n)
 
     def cond_fn(bar0: int) -> dict[str, torch.Tensor]:  # bar0: the window's first bar, counted from x0's
-        c = Conditions.from_row(row, text_emb[row["row"]], bars_gone + bar0)
+        c = Conditions.from_row(row, text_emb[row["row"]], bars_gone + bar0, shift)
         return condition_batch([c] * n, model.cfg)
 
     sampling = SamplingConfig(temperature=cfg.temperature, top_p=cfg.top_p)
@@ -228,9 +244,18 @@ def sample_continuations(
 
 @torch.no_grad()
 def on_policy_pairs(
-    model, codec, rows: list[dict], store, text_emb: np.ndarray, cfg: OnPolicyConfig, scorer, seed: int
+    model,
+    codec,
+    rows: list[dict],
+    store,
+    text_emb: np.ndarray,
+    cfg: OnPolicyConfig,
+    scorer,
+    seed: int,
+    key_relative: bool = False,
 ) -> list[dict]:
-    """Sample continuations of real openings from the supervised ``model``; pair best vs worst by score."""
+    """Sample continuations of real openings from the supervised ``model``; pair best vs worst by score
+    (``key_relative``: openings on tonic C, and the pair's key condition with them)."""
     from tqdm import tqdm
 
     rng = np.random.default_rng(seed)
@@ -239,7 +264,7 @@ def on_policy_pairs(
     for row in tqdm(
         [rows[i] for i in rng.permutation(len(rows))[: cfg.conditions]], desc="on-policy pairs", unit="condition"
     ):
-        prompt, conts = sample_continuations(model, codec, row, store, text_emb, cfg, cfg.samples, gen)
+        prompt, conts = sample_continuations(model, codec, row, store, text_emb, cfg, cfg.samples, gen, key_relative)
         scored = [
             (score_tokens(c, codec.tok, row["tempo"], row["time_signature"], row["emotion"], scorer)["total"], i)
             for i, c in enumerate(conts)
@@ -254,7 +279,7 @@ def on_policy_pairs(
             {
                 "id": f"{row['id']}#onpolicy",
                 "split": "train",
-                "conditions": pair_condition_dict(row, 0),
+                "conditions": pair_condition_dict(row, 0, piece_ids(codec, row, store, key_relative)[1]),
                 "prompt": prompt.tolist(),
                 "chosen": conts[best[1]].tolist(),
                 "rejected": conts[worst[1]].tolist(),

@@ -18,7 +18,7 @@ from src.models.symbolic_planner import PlannerConfig, SymbolicPlanner
 from src.models.text_encoder import caption_embeddings
 from src.music.conditions import COND_FIELDS, CONDITION_TENSORS, drop_fields, random_drop
 from src.music.theory import key_name
-from src.music.tokenizer import IGNORE, tokenizer_hash
+from src.music.tokenizer import IGNORE, TokenCodec, tokenizer_hash
 from src.music.vocab import style_label
 from src.training.datasets import PlannerDataset
 from src.training.distributed import DistInfo, setup_distributed
@@ -40,6 +40,10 @@ class TrainConfig(LoopConfig):
     # share of training pieces whose parts are re-voiced onto other instruments that can play them (range, notes at
     # once: src/music/instruments.py revoice_choices), the caption withheld: every nameable instrument is seen
     revoice: float = 0.0
+    # every piece put on tonic C (its key condition C major / C minor): the planner writes relative to the tonic and
+    # the song generator conditions on C in the requested mode, then transposes onto the requested tonic; the mode
+    # is then the one key decision the model makes (excludes transpose)
+    key_relative: bool = False
     cond_dropout: dict[str, float] = field(
         default_factory=lambda: {
             "text": 0.1,
@@ -55,6 +59,8 @@ class TrainConfig(LoopConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.key_relative and self.transpose:
+            raise ValueError("train.key_relative and train.transpose exclude each other (set transpose: 0)")
         for name in ("parallel_mode", "revoice"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -139,6 +145,21 @@ class PlannerTask:
         log_sample(model, self.sample_ds, self.codec, writer, step, run, tc.sample_tokens, tc.seed)
 
 
+def planner_sets(
+    tc: TrainConfig, data_dir: str | Path, mcfg: PlannerConfig, codec: TokenCodec, text_emb: np.ndarray
+) -> tuple[PlannerDataset, PlannerDataset]:
+    """The training set (random windows, with the config's augmentations) and the fixed validation windows
+    (no augmentation; on tonic C when key-relative). Keywords only: a positional slip once fed the re-voicing
+    share to the parallel-mode augmentation."""
+    augment = {"transpose": tc.transpose, "seed": tc.seed, "parallel_mode": tc.parallel_mode, "revoice": tc.revoice}
+    train_ds = PlannerDataset(data_dir, "train", mcfg, codec, text_emb, **augment, key_relative=tc.key_relative)
+    windows = tc.eval_windows_per_piece
+    val_ds = PlannerDataset(
+        data_dir, "validation", mcfg, codec, text_emb, eval_windows=windows, key_relative=tc.key_relative
+    )
+    return train_ds, val_ds
+
+
 def train(cfg: SymbolicConfig, info: DistInfo | None = None, stop_after: int | None = None) -> dict[str, Any]:
     """Train (or resume from ``out_dir/last.pt``); return final metrics and the model.
 
@@ -160,10 +181,7 @@ def train(cfg: SymbolicConfig, info: DistInfo | None = None, stop_after: int | N
         text_emb = caption_embeddings(data_dir)  # cached by rank 0 by now
     mcfg = resolve_planner_config(cfg.model, codec)
     model = build_planner(mcfg)
-    train_ds = PlannerDataset(
-        data_dir, "train", mcfg, codec, text_emb, tc.transpose, tc.seed, tc.parallel_mode, tc.revoice
-    )
-    val_ds = PlannerDataset(data_dir, "validation", mcfg, codec, text_emb, eval_windows=tc.eval_windows_per_piece)
+    train_ds, val_ds = planner_sets(tc, data_dir, mcfg, codec, text_emb)
     if len(train_ds) == 0:
         raise RuntimeError(f"{data_dir}: the train split is empty")
     if info.is_main:
@@ -178,6 +196,7 @@ def train(cfg: SymbolicConfig, info: DistInfo | None = None, stop_after: int | N
     stats = data_stats(train_ds.pieces.rows)
     if tc.revoice:
         stats["revoice"] = {"share": tc.revoice, "program_counts": train_ds.pieces.revoice_reach()}
+    stats["key_relative"] = tc.key_relative  # the song generator conditions on tonic C and transposes
     task = PlannerTask(cfg, mcfg, codec, tok_hash, stats, val_ds, val_ds if len(val_ds) else train_ds)
     result = fit(model, task, train_ds, cfg, info, stop_after, tok_hash)
     return {**result, "params": model.num_params()}
@@ -204,13 +223,22 @@ def data_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def validation_windows(
+    mcfg: PlannerConfig, state: dict[str, Any], data_dir: str | Path, codec: TokenCodec, windows: int
+) -> PlannerDataset:
+    """A checkpoint's fixed validation windows, its pieces as it was trained on them (on tonic C when
+    key-relative)."""
+    relative = state.get("data_stats", {}).get("key_relative", False)
+    emb = caption_embeddings(data_dir)
+    return PlannerDataset(data_dir, "validation", mcfg, codec, emb, eval_windows=windows, key_relative=relative)
+
+
 def val_losses(ckpt: str | Path, data_dir: str | Path, windows: int = 2, device: str = "cpu") -> dict[str, float]:
     """Validation loss with the true conditions, and with some of them taken from another window:
     only the prompt (text), every field but the plan, and everything."""
-    model, _ = load_planner(ckpt, data_dir)
+    model, state = load_planner(ckpt, data_dir)
     model.to(device)
-    codec = load_codec(data_dir)
-    ds = PlannerDataset(data_dir, "validation", model.cfg, codec, caption_embeddings(data_dir), eval_windows=windows)
+    ds = validation_windows(model.cfg, state, data_dir, load_codec(data_dir), windows)
     perm = np.random.default_rng(0).permutation(len(ds))
     dev = torch.device(device)
     not_plan = [k for k in CONDITION_TENSORS if not k.startswith("plan")]
