@@ -143,6 +143,15 @@ def test_prepare_writes_pairs_and_dataset_reads_them(micro_data):
     assert index["mel"]["n_mels"] == 32 and index["segment_frames"] == 64
 
 
+def test_a_checkpoint_resumes_only_under_its_own_training_settings(micro_data, tmp_path):
+    """A changed train.* setting is an error naming it (not a skip as up to date); more steps resume."""
+    dcfg, _ = micro_data
+    train(micro_planner_config(dcfg.processed_dir, tmp_path, max_steps=2, eval_every=2))
+    with pytest.raises(ValueError, match=r"train\.revoice=0\.0, the config says 0\.3"):
+        train(micro_planner_config(dcfg.processed_dir, tmp_path, max_steps=2, eval_every=2, revoice=0.3))
+    assert train(micro_planner_config(dcfg.processed_dir, tmp_path, max_steps=3, eval_every=3))["step"] == 3
+
+
 def test_renderer_training_steps_resume_and_checkpoint(micro_data, tmp_path):
     from src.models.builders import load_renderer
     from src.training.renderer import train

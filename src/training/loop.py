@@ -166,6 +166,22 @@ class StageConfig(Protocol):
     run_name: str
 
 
+# Training settings that do not change what a run learns: a checkpoint made with other values resumes (or counts
+# as up to date) under the config's. Any other train.* setting must match, so a changed setting is not skipped.
+RESUMABLE_ACROSS = {"max_steps", "eval_every", "log_every", "sample_every", "num_workers", "device", "compile"}
+
+
+def check_same_training(last: Path, trained: dict[str, Any], wanted: dict[str, Any]) -> None:
+    """A checkpoint resumes only under the training settings it was made with (keys it predates are not
+    compared); otherwise a one-line error names the first setting that differs."""
+    for key in sorted(set(trained) & set(wanted) - RESUMABLE_ACROSS):
+        if trained[key] != wanted[key]:
+            raise ValueError(
+                f"{last}: trained with train.{key}={trained[key]!r}, the config says {wanted[key]!r}; "
+                f"delete {last.parent} (or pass --force to run_full_pipeline.sh) to train anew"
+            )
+
+
 def fit(
     model: torch.nn.Module,
     task: TrainTask,
@@ -189,6 +205,8 @@ def fit(
     state = load_checkpoint(last, expect_tokenizer) if last.is_file() else None
     if state is not None and state.get("model_config") != task.model_config:
         raise ValueError(f"{last}: model config differs from the config; delete it or use another out_dir")
+    if state is not None:
+        check_same_training(last, state.get("config", {}).get("train", {}), config["train"])
     ema = copy.deepcopy(model).requires_grad_(False).eval() if cfg.ema_decay else None
     if state is not None and state["step"] >= cfg.max_steps and (out_dir / "best.pt").is_file():
         if info.is_main:
