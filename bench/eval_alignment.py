@@ -95,7 +95,7 @@ def main() -> None:
         for name, (model, state) in models.items():
             gen = torch.Generator().manual_seed(args.seed + i)  # the same draws for both models
             relative = state["data_stats"].get("key_relative", False)
-            _, conts = sample_continuations(model, codec, row, store, emb, cfg, args.samples, gen, relative)
+            _, conts, _ = sample_continuations(model, codec, row, store, emb, cfg, args.samples, gen, relative)
             for c in conts:
                 s = judge(c)
                 scores[name].append(s["total"])

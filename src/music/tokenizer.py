@@ -302,6 +302,11 @@ class TokenCodec:
                 return moved, shift
         return None
 
+    def piece_on_tonic_c(self, ids: np.ndarray, tonic: int) -> tuple[np.ndarray, int]:
+        """One piece on tonic C (:meth:`to_tonic_c`) and its shift; as it is (shift 0) if neither octave fits."""
+        moved = self.to_tonic_c([ids], tonic)
+        return (moved[0][0], moved[1]) if moved is not None else (ids, 0)
+
     def parallel_mode(self, ids: np.ndarray, tonic: int, mode: str) -> np.ndarray | None:
         """The piece in the parallel ``mode`` of ``tonic`` (:func:`~src.music.theory.parallel_mode_shift`)."""
         return self.map_pitches(ids, lambda pitch: parallel_mode_shift(pitch, tonic, mode))

@@ -133,10 +133,9 @@ class TokenDataset(Dataset):
             mapped = self.codec.parallel_mode(ids, row["key_tonic"], other)
             if mapped is not None:  # a note pushed out of range: the piece stays as it is
                 ids, moved = mapped, True
-        if self.key_relative:
-            on_c = self.codec.to_tonic_c([ids], row["key_tonic"])
-            if on_c is not None:
-                return on_c[0][0], on_c[1], moved
+        if self.key_relative:  # excludes transpose
+            ids, shift = self.codec.piece_on_tonic_c(ids, row["key_tonic"])
+            return ids, shift, moved
         if self.transpose:
             rng = np.random.default_rng((self.seed, self.epoch, i))
             for s in rng.permutation(np.arange(-self.transpose, self.transpose + 1)):

@@ -196,13 +196,6 @@ def set_dropout(model: torch.nn.Module, p: float) -> None:
 # ----------------------------------------------------------------------------- on-policy pairs
 
 
-def piece_ids(codec, row: dict, store, key_relative: bool = False) -> tuple[np.ndarray, int]:
-    """A training piece's ids and their shift: on tonic C for a key-relative planner, as it was trained."""
-    ids = store[store.row_to_item[row["row"]]].astype(np.int64)
-    on_c = codec.to_tonic_c([ids], row["key_tonic"]) if key_relative else None
-    return (on_c[0][0], on_c[1]) if on_c is not None else (ids, 0)
-
-
 @torch.no_grad()
 def sample_continuations(
     model,
@@ -214,13 +207,15 @@ def sample_continuations(
     n: int,
     gen: torch.Generator,
     key_relative: bool = False,
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The piece's first ``prompt_bars`` bars and ``n`` sampled continuations of ``continuation_bars`` bars
-    (``key_relative``: the piece on tonic C and its key condition with it)."""
-    ids, shift = piece_ids(codec, row, store, key_relative)
+) -> tuple[np.ndarray, list[np.ndarray], int]:
+    """The piece's first ``prompt_bars`` bars, ``n`` sampled continuations of ``continuation_bars`` bars and the
+    semitones they were moved by (``key_relative``: the piece on tonic C, as the planner was trained, and its key
+    condition with it)."""
+    ids = store[store.row_to_item[row["row"]]].astype(np.int64)
+    ids, shift = codec.piece_on_tonic_c(ids, row["key_tonic"]) if key_relative else (ids, 0)
     starts = codec.bar_token_starts(ids)
     if len(starts) <= cfg.prompt_bars:
-        return ids[:0], []
+        return ids[:0], [], shift
     prompt = ids[: starts[cfg.prompt_bars]]
     # a long prompt keeps its last whole bars (room to sample); the plan starts at the context's first bar
     context, bars_gone = codec.last_bars(prompt, model.cfg.block_size // 2 - 1)
@@ -239,7 +234,7 @@ def sample_continuations(
         if len(bs) > cfg.continuation_bars:  # cut at the bar after the last wanted one
             seq = seq[: bs[cfg.continuation_bars]]
         conts.append(seq)
-    return prompt, conts
+    return prompt, conts, shift
 
 
 @torch.no_grad()
@@ -264,7 +259,9 @@ def on_policy_pairs(
     for row in tqdm(
         [rows[i] for i in rng.permutation(len(rows))[: cfg.conditions]], desc="on-policy pairs", unit="condition"
     ):
-        prompt, conts = sample_continuations(model, codec, row, store, text_emb, cfg, cfg.samples, gen, key_relative)
+        prompt, conts, shift = sample_continuations(
+            model, codec, row, store, text_emb, cfg, cfg.samples, gen, key_relative
+        )
         scored = [
             (score_tokens(c, codec.tok, row["tempo"], row["time_signature"], row["emotion"], scorer)["total"], i)
             for i, c in enumerate(conts)
@@ -279,7 +276,7 @@ def on_policy_pairs(
             {
                 "id": f"{row['id']}#onpolicy",
                 "split": "train",
-                "conditions": pair_condition_dict(row, 0, piece_ids(codec, row, store, key_relative)[1]),
+                "conditions": pair_condition_dict(row, 0, shift),
                 "prompt": prompt.tolist(),
                 "chosen": conts[best[1]].tolist(),
                 "rejected": conts[worst[1]].tolist(),
