@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from src.data.audio_pairs import AudioPairsConfig
 from src.data.mel import MelConfig
@@ -13,7 +14,7 @@ from src.data.music21_source import CorpusCollection
 from src.data.preferences import PreferenceConfig
 from src.data.prepare import DataConfig, prepare
 from src.models.audio_renderer import RendererConfig
-from src.models.symbolic_planner import PlannerConfig
+from src.models.symbolic_planner import PlannerConfig, SymbolicPlanner
 from src.training.dpo import AlignmentConfig, DPOTrainConfig
 from src.training.renderer import RendererTrainConfig, RendererTrainingConfig
 from src.training.symbolic import SymbolicConfig, TrainConfig
@@ -129,3 +130,22 @@ def micro_renderer(micro_data, tmp_path_factory) -> Path:
     )
     train(cfg)
     return Path(cfg.out_dir) / "best.pt"
+
+
+def tiny_model(seed: int = 0, **kw) -> SymbolicPlanner:
+    """A planner of a few thousand parameters (64 tokens, 24-token context), seeded, in eval mode."""
+    torch.manual_seed(seed)
+    cfg = PlannerConfig(
+        vocab_size=64,
+        d_model=32,
+        n_heads=2,
+        n_enc_layers=1,
+        n_dec_layers=2,
+        dropout=0.0,
+        block_size=24,
+        max_bars=8,
+        n_text_memory=2,
+        bar_token_ids=[4, 5],
+        **kw,
+    )
+    return SymbolicPlanner(cfg).eval()

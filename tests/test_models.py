@@ -25,29 +25,12 @@ from src.models.diffusion import (
 from src.models.sampling import PlannerStepper, SamplingConfig, filter_logits
 from src.models.symbolic_planner import PlannerConfig, SymbolicPlanner
 from src.models.vocoder import mel_to_audio
-from src.music.conditions import Conditions, batch, null_conditions
+from src.music.conditions import NULL_KEY, Conditions, batch, null_conditions, parallel_conditions
+from src.music.vocab import EMOTIONS
 from src.training.symbolic import SymbolicConfig
 from src.utils.checkpoint import load_checkpoint, save_checkpoint
 from src.utils.config import load_config
-from tests.conftest import ROOT
-
-
-def tiny_model(seed: int = 0, **kw) -> SymbolicPlanner:
-    torch.manual_seed(seed)
-    cfg = PlannerConfig(
-        vocab_size=64,
-        d_model=32,
-        n_heads=2,
-        n_enc_layers=1,
-        n_dec_layers=2,
-        dropout=0.0,
-        block_size=24,
-        max_bars=8,
-        n_text_memory=2,
-        bar_token_ids=[4, 5],
-        **kw,
-    )
-    return SymbolicPlanner(cfg).eval()
+from tests.conftest import ROOT, tiny_model
 
 
 def some_cond(cfg: PlannerConfig, n: int = 2) -> dict[str, torch.Tensor]:
@@ -128,7 +111,8 @@ def test_tiny_preset_is_a_few_million():
 
 
 def test_cached_equals_uncached_decoding():
-    m = tiny_model()
+    m = tiny_model(cond_bias=True)
+    torch.nn.init.normal_(m.cond_bias.weight)  # trained, it is not zero
     cond = some_cond(m.cfg, 1)
     seq = torch.randint(4, 64, (1, 40))  # longer than block_size: the window slides
     for guidance in (1.0, 2.0):
@@ -141,6 +125,34 @@ def test_cached_equals_uncached_decoding():
                 o.append(s.step(seq[:, t]))
         for a, b in zip(*outs):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_parallel_conditions_flip_the_mode_and_the_valence_only():
+    m = tiny_model()
+    cond = some_cond(m.cfg, 2)
+    cond["key"] = torch.tensor([3, NULL_KEY])  # E-flat major, unknown
+    cond["emotion"] = torch.tensor([EMOTIONS.index("SAD"), len(EMOTIONS)])
+    par = parallel_conditions(cond)
+    assert par["key"].tolist() == [15, NULL_KEY]  # E-flat minor; unknown stays unknown
+    assert par["emotion"].tolist() == [EMOTIONS.index("PEACEFUL"), len(EMOTIONS)]
+    assert all(torch.equal(par[k], cond[k]) for k in cond if k not in ("key", "emotion"))
+
+
+def test_cond_bias_starts_at_zero_and_learns_from_the_conditions():
+    """The logit bias from the pooled conditions starts as no bias, and the loss reaches it and, through it,
+    the key's embedding."""
+    m = tiny_model(cond_bias=True)
+    idx = torch.randint(4, 64, (2, 24))
+    cond = some_cond(m.cfg)
+    assert m.cond_bias.weight.abs().sum() == 0
+    m(idx, cond).log_softmax(-1)[..., 7].sum().backward()
+    assert m.cond_bias.weight.grad.abs().sum() > 0 and m.key.weight.grad[3].abs().sum() > 0
+    other = dict(cond, key=cond["key"] + 12)  # the parallel minor
+    with torch.no_grad():
+        before = m(idx[:, :1], cond) - m(idx[:, :1], other)  # cross-attention's share alone
+        torch.nn.init.normal_(m.cond_bias.weight)
+        after = m(idx[:, :1], cond) - m(idx[:, :1], other)
+    assert not torch.allclose(before, after)  # the bias moves the first token's distribution with the key
 
 
 def test_batched_sliding_window_cuts_each_row_at_its_own_bar():

@@ -236,6 +236,17 @@ def shift_plan(cond: dict[str, torch.Tensor], bars: int, cfg: ConditionShape) ->
     return out
 
 
+def parallel_conditions(cond: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same conditions in the parallel mode: the key's mode and the emotion's valence flipped (a null key or
+    emotion stays null); the other side of the mode contrast in training."""
+    out = dict(cond)
+    key = cond["key"]
+    out["key"] = torch.where(key < NULL_KEY, (key + 12) % 24, key)
+    flip = torch.tensor([EMOTIONS.index(PARALLEL_EMOTION[e]) for e in EMOTIONS] + [len(EMOTIONS)])
+    out["emotion"] = flip.to(cond["emotion"].device)[cond["emotion"]]
+    return out
+
+
 def null_conditions(cond: dict[str, torch.Tensor], cfg: ConditionShape) -> dict[str, torch.Tensor]:
     """Every field dropped except the plan (the song's form): the CFG "unconditional" branch."""
     B = cond["style"].shape[0]

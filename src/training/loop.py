@@ -204,7 +204,10 @@ def fit(
     last = out_dir / "last.pt"
     state = load_checkpoint(last, expect_tokenizer) if last.is_file() else None
     if state is not None and state.get("model_config") != task.model_config:
-        raise ValueError(f"{last}: model config differs from the config; delete it or use another out_dir")
+        raise ValueError(
+            f"{last}: model config differs from the config; delete {last.parent} (or pass --force to "
+            "run_full_pipeline.sh) or use another out_dir"
+        )
     if state is not None:
         check_same_training(last, state.get("config", {}).get("train", {}), config["train"])
     ema = copy.deepcopy(model).requires_grad_(False).eval() if cfg.ema_decay else None
