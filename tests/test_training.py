@@ -21,12 +21,12 @@ from src.models.text_encoder import caption_embeddings
 from src.music.conditions import NULL_KEY, Conditions, batch
 from src.music.theory import parse_key
 from src.music.tokenizer import BOS, IGNORE, TokenCodec, load_tokenizer, note_multiset
-from src.music.vocab import DRUMS
+from src.music.vocab import DRUMS, EMOTIONS
 from src.training.datasets import AudioPairDataset, PlannerDataset, TokenDataset
 from src.training.dpo import dpo_loss, reference_copy, sequence_logps
-from src.training.symbolic import SymbolicConfig, train
+from src.training.symbolic import SymbolicConfig, mode_contrast_loss, train
 from src.utils.config import save_config
-from tests.conftest import ROOT, micro_alignment_config, micro_planner_config, micro_renderer_config
+from tests.conftest import ROOT, micro_alignment_config, micro_planner_config, micro_renderer_config, tiny_model
 
 
 def test_dataset_transposition(micro_data):
@@ -591,3 +591,33 @@ def test_precision_bf16_only_where_the_device_does_it(monkeypatch, micro_data, t
         cfg = micro_planner_config(dcfg.processed_dir, tmp_path / amp, max_steps=1, eval_every=1, amp=amp)
         train(cfg)
         assert torch.load(Path(cfg.out_dir) / "last.pt", weights_only=True)["precision"] == want
+
+
+def test_mode_contrast_teaches_the_opening_to_tell_the_modes_apart():
+    """The mode contrast (train.mode_contrast) starts at log 2 (the conditions change nothing), a few steps on it
+    alone make each window's opening likelier under its own key and emotion than under the parallel mode's, and
+    windows with neither known are left out."""
+    model = tiny_model(cond_bias=True).train()
+    cfg = model.cfg
+    conds = [
+        Conditions(style="FOLK", emotion=e, key=k, plan_label=[0], plan_index=[0])
+        for e, k in (("SAD", 14), ("HAPPY", 2), ("TENSE", 21), ("PEACEFUL", 7))
+    ]
+    cond = batch(conds, cfg)
+    x = torch.randint(5, 40, (4, 16))
+    data = {"x": x, "y": torch.roll(x, -1, 1)}
+    with torch.no_grad():
+        start = float(mode_contrast_loss(model, data, cond, 8))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(30):
+        opt.zero_grad()
+        mode_contrast_loss(model, data, cond, 8).backward()
+        opt.step()
+    assert start == pytest.approx(math.log(2), abs=0.05)  # at init the bias is zero; cross-attention barely moves it
+    with torch.no_grad():
+        assert float(mode_contrast_loss(model, data, cond, 8)) < 0.2
+    unknown = dict(
+        cond, key=torch.full_like(cond["key"], NULL_KEY), emotion=torch.full_like(cond["emotion"], len(EMOTIONS))
+    )
+    with torch.no_grad():
+        assert float(mode_contrast_loss(model, data, unknown, 8)) == 0.0

@@ -16,10 +16,17 @@ from torch.utils.data import DataLoader
 from src.models.builders import build_planner, load_codec, load_planner, resolve_planner_config
 from src.models.symbolic_planner import PlannerConfig, SymbolicPlanner
 from src.models.text_encoder import caption_embeddings
-from src.music.conditions import COND_FIELDS, CONDITION_TENSORS, drop_fields, random_drop
+from src.music.conditions import (
+    COND_FIELDS,
+    CONDITION_TENSORS,
+    NULL_KEY,
+    drop_fields,
+    parallel_conditions,
+    random_drop,
+)
 from src.music.theory import key_name
 from src.music.tokenizer import IGNORE, TokenCodec, tokenizer_hash
-from src.music.vocab import style_label
+from src.music.vocab import EMOTIONS, style_label
 from src.training.datasets import PlannerDataset
 from src.training.distributed import DistInfo, setup_distributed
 from src.training.loop import LoopConfig, fit
@@ -44,6 +51,10 @@ class TrainConfig(LoopConfig):
     # the song generator conditions on C in the requested mode, then transposes onto the requested tonic; the mode
     # is then the one key decision the model makes (excludes transpose)
     key_relative: bool = False
+    # weight of the mode contrast: each window's first ``contrast_tokens`` targets should be likelier under its own
+    # key and emotion than under the parallel mode's (-log sigmoid of the log-likelihood difference); 0 = off
+    mode_contrast: float = 0.0
+    contrast_tokens: int = 32
     cond_dropout: dict[str, float] = field(
         default_factory=lambda: {
             "text": 0.1,
@@ -61,6 +72,10 @@ class TrainConfig(LoopConfig):
         super().__post_init__()
         if self.key_relative and self.transpose:
             raise ValueError("train.key_relative and train.transpose exclude each other (set transpose: 0)")
+        if self.mode_contrast < 0 or self.contrast_tokens < 1:
+            raise ValueError(
+                f"mode_contrast must be >= 0 and contrast_tokens >= 1, got {self.mode_contrast}, {self.contrast_tokens}"
+            )
         for name in ("parallel_mode", "revoice"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -80,9 +95,27 @@ class SymbolicConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def lm_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], cond: dict[str, torch.Tensor]) -> torch.Tensor:
-    logits = model(batch["x"], cond)
-    return F.cross_entropy(logits.flatten(0, 1).float(), batch["y"].flatten(), ignore_index=IGNORE)
+def target_log_probs(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(B, T, V) logits, (B, T) targets -> (B, T) log-probabilities of the targets (0 where ignored)."""
+    return -F.cross_entropy(logits.transpose(1, 2).float(), y, ignore_index=IGNORE, reduction="none")
+
+
+def mode_contrast_loss(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], cond: dict[str, torch.Tensor], n: int
+) -> torch.Tensor:
+    """Mean over windows of -log sigmoid(delta): delta = log p(first ``n`` targets | own conditions) - log p(them |
+    the parallel mode's conditions), the prompt withheld from both (it names the mode: with it, the planner learnt
+    to lower every token when prompt and key disagree, not to write the mode). The planner then opens a window
+    differently for the two modes, which next-token loss alone did not teach it (a window's own notes soon give
+    its key away). Windows with neither key nor emotion known are left out."""
+    x, y = batch["x"][:, :n], batch["y"][:, :n]  # (B, n)
+    own = dict(cond, text_mask=torch.zeros_like(cond["text_mask"]))
+    other = parallel_conditions(own)
+    both = {k: torch.cat([own[k], other[k]]) for k in own}  # (2B, ...): one forward for the two branches
+    lp = target_log_probs(model(torch.cat([x, x]), both), torch.cat([y, y])).sum(1)  # (2B,)
+    delta = lp[: len(x)] - lp[len(x) :]
+    known = ((cond["key"] != NULL_KEY) | (cond["emotion"] != len(EMOTIONS))).float()
+    return (F.softplus(-delta) * known).sum() / known.sum().clamp(min=1.0)
 
 
 @torch.no_grad()
@@ -118,8 +151,13 @@ class PlannerTask:
 
     def loss(self, model, batch, rand):
         u = rand.rand(len(COND_FIELDS))
-        cond = random_drop({k: batch[k] for k in CONDITION_TENSORS}, self.cfg.train.cond_dropout, self.mcfg, u)
-        return lm_loss(model, batch, cond), int((batch["y"] != IGNORE).sum())
+        tc = self.cfg.train
+        cond = random_drop({k: batch[k] for k in CONDITION_TENSORS}, tc.cond_dropout, self.mcfg, u)
+        logits = model(batch["x"], cond)  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), batch["y"].flatten(), ignore_index=IGNORE)
+        if tc.mode_contrast:
+            loss = loss + tc.mode_contrast * mode_contrast_loss(model, batch, cond, tc.contrast_tokens)
+        return loss, int((batch["y"] != IGNORE).sum())
 
     def validate(self, model) -> float:
         if not len(self.val_ds):
