@@ -6,7 +6,8 @@
 Every validation piece's opening window (its first ``block_size`` tokens, where the decoder has no earlier
 tokens and only the conditions say what comes) is scored twice: over its first ``--tokens`` targets (the
 opening) and over the whole window. Variants: every field true; one field at a time replaced by its null
-value (the one condition dropout trains); the key moved to its parallel mode or five semitones up; text,
+value (the one condition dropout trains); the key moved to its parallel mode or five semitones up; key and
+emotion moved to the parallel mode together, with the prompt and without it (compare with "text null"); text,
 key and emotion together nulled (every source of the mode); everything nulled. A field the model uses costs
 loss when it is taken away: the table gives each variant's loss minus the true conditions' loss (nats per
 token). Nothing is sampled, so this measures the model itself, not the song generator's masks.
@@ -26,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from bench.common import machine, table
 from src.models.builders import codec_from_checkpoint, load_planner
-from src.music.conditions import COND_FIELDS, NULL_KEY, drop_fields
+from src.music.conditions import COND_FIELDS, NULL_KEY, drop_fields, parallel_conditions
 from src.training.symbolic import validation_windows
 from src.utils.io import write_text
 
@@ -46,6 +47,8 @@ def variants(cond: dict[str, torch.Tensor], cfg: Any) -> dict[str, dict[str, tor
     out = {"true": cond, **{f"{f} null": null(f) for f in COND_FIELDS}}
     out["key: parallel mode"] = {**cond, "key": torch.where(known, (key + 12) % 24, key)}
     out["key: +5 semitones"] = {**cond, "key": torch.where(known, (key % 12 + 5) % 12 + 12 * (key // 12), key)}
+    out["key and emotion: parallel mode"] = parallel_conditions(cond)
+    out["text null; key and emotion: parallel mode"] = parallel_conditions(null("text"))  # against "text null"
     out["text, key, emotion null"] = null("text", "key", "emotion")
     out["all null"] = null(*COND_FIELDS)
     return out

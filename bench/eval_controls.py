@@ -7,7 +7,8 @@ For each checkpoint (default: the tiny supervised and aligned planners) the grid
 checkpoint knows x the four emotions x ``--seeds`` seeds, with and without a key (each emotion's demo key),
 and with no instrument, the style's own instrument, or two melody instruments ("fiddle and flute") named
 in a neutral prompt ("a folk piece", "a folk piece for fiddle"); tempo is the emotion's default. Every song
-goes through stage 5's song generator; ``facts["raw"]`` is the first sample as the model wrote it,
+goes through stage 5's song generator with its sampling defaults (config/generation.yaml; before round 6 this
+bench sampled at temperature 1, top-p 1); ``facts["raw"]`` is the first sample as the model wrote it,
 before re-sampling, transposition, parallel-mode mapping, voice reassignment and the tempo rewrite.
 
 - valence = the estimated mode against the emotion's (major for HAPPY and PEACEFUL);
@@ -23,8 +24,11 @@ grammar only: no metre, program or position masks) beside the generator's masks,
 requests, raw share of songs whose tokens carry only the requested time signature, and parts: a solo cello,
 a solo trumpet and "fiddle and flute" with the part limits (src/generation/limits.py) on and off: notes on the
 named programs, in range, solo parts within one player's notes at once, and two named parts that both play
-through the song (each starts notes in at least half its bars). ``--mode_only`` runs the no-key,
-no-instrument cells alone; ``--parts_only`` the parts sweep alone, for every checkpoint.
+through the song (each starts notes in at least half its bars). The measure's ceiling: the same mode
+estimate over the first ``--bars`` bars of the real validation pieces of each style and emotion (Krumhansl
+key finding is unsure over a few bars: a real minor chorale often opens on its relative major).
+``--mode_only`` runs the no-key, no-instrument cells alone; ``--parts_only`` the parts sweep alone, for every
+checkpoint.
 """
 
 from __future__ import annotations
@@ -42,15 +46,15 @@ import torch
 from tqdm import tqdm
 
 from bench.common import machine, table
-from src.eval.evaluate import arousal_threshold, raw_checks
+from src.eval.evaluate import arousal_threshold, raw_checks, real_pieces
 from src.generation.config import GenerationConfig
 from src.generation.demos import DEMOS
 from src.generation.song import SongGenerator, SongRequest
 from src.models.builders import codec_from_checkpoint, load_planner
-from src.models.sampling import SamplingConfig
 from src.models.text_encoder import embed_texts
 from src.music.form import parse_form
 from src.music.instruments import PROMPT_INSTRUMENTS, instruments_in_prompt, max_voices
+from src.music.theory import estimate_key
 from src.music.vocab import DRUMS, EMOTIONS, HIGH_AROUSAL, mode_of
 from src.training.symbolic import data_stats
 from src.utils.config import load_config
@@ -88,6 +92,18 @@ def song_checks(facts: dict, req: SongRequest, named: bool, threshold: float) ->
             bars = {p["program"]: p.get("bars", 0) for p in f["parts"].values()}
             checks[f"{side}_parts_through"] = all(bars.get(p, 0) >= facts["bars"] / 2 for p in want)
     return {k: float(v) for k, v in checks.items() if v is not None}  # None: a song without notes has no share
+
+
+def real_mode(data_dir: str, codec: Any, bars: int) -> list[dict]:
+    """Per style and emotion: the share of real validation pieces whose first ``bars`` bars are estimated in
+    the emotion's mode (the labels' own mode comes from the whole piece)."""
+    rows = []
+    for p in real_pieces(data_dir, "validation", codec, max_bars=bars):
+        row = p.request["row"]
+        checks = {"raw_mode": float(estimate_key(p.notes)[1] == mode_of(row["emotion"]))}
+        rows.append({"checkpoint": "real validation pieces", "style": row["style"], "emotion": row["emotion"]})
+        rows[-1]["checks"] = checks
+    return rows
 
 
 def run_grid(
@@ -170,6 +186,7 @@ def main() -> None:
         def request(style: str, emotion: str, seed: int, key: str, instruments: str, **kw: Any) -> SongRequest:
             prompt = f"a {style.lower()} piece" + (f" for {instruments}" if instruments else "")
             tempo = gcfg.default_tempo.get(emotion, 100.0)
+            kw.setdefault("sampling", gcfg.sampling)
             return SongRequest(prompt, style, emotion, tempo, form, key=key, seed=seed, **kw)
 
         cells = []
@@ -190,7 +207,8 @@ def main() -> None:
                     for seed in range(args.seeds):
                         cell = {"checkpoint": kind, "style": style, "emotion": emotion, "key_given": False}
                         cell |= {"instruments": "-", "guidance": g, "sampling": "masks", "limits": "on"}
-                        cells.append((cell, request(style, emotion, seed, "", "", sampling=SamplingConfig(guidance=g))))
+                        sampling = dataclasses.replace(gcfg.sampling, guidance=g)
+                        cells.append((cell, request(style, emotion, seed, "", "", sampling=sampling)))
         plain_cells = []
         for style in styles if sweeps and full else []:
             for emotion in EMOTIONS:
@@ -226,6 +244,8 @@ def main() -> None:
     result["by_key_and_instruments"] = summarise(base, ("checkpoint", "key_given", "instruments"))
     no_key = [r for r in base if not r["key_given"] and r["instruments"] == "-"]
     result["mode_by_style_emotion"] = summarise(no_key, ("checkpoint", "style", "emotion"))
+    if not args.parts_only:  # the measure's ceiling: real pieces cut to the songs' length
+        result["mode_real"] = summarise(real_mode(args.data_dir, codec, args.bars), ("checkpoint", "style", "emotion"))
     sweep = [r for r in grid if r["sampling"] == "masks" and not r["key_given"] and r["instruments"] == "-"]
     result["guidance_sweep"] = summarise([r for r in sweep if r["metre"] == "4/4"], ("checkpoint", "guidance"))
     result["metre"] = summarise(
@@ -242,6 +262,9 @@ def main() -> None:
     print(table(result["by_key_and_instruments"], ["checkpoint", "key_given", "instruments", "songs", *cols]))
     print("\n## Mode without a key (the key plan), guidance 1\n")
     print(table(result["mode_by_style_emotion"], ["checkpoint", "style", "emotion", "songs", "raw_mode", "mode"]))
+    if "mode_real" in result:
+        print(f"\n## The same mode estimate over the first {args.bars} bars of real validation pieces (its ceiling)\n")
+        print(table(result["mode_real"], ["checkpoint", "style", "emotion", "songs", "raw_mode"]))
     print("\n## Guidance sweep (no key, no instrument)\n")
     print(table(result["guidance_sweep"], ["checkpoint", "guidance", "songs", "raw_mode", "raw_arousal", "raw_tempo"]))
     print("\n## Metre and plain sampling\n")
