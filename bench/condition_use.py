@@ -45,7 +45,7 @@ def variants(cond: dict[str, torch.Tensor], cfg: Any) -> dict[str, dict[str, tor
     key = cond["key"]
     known = key < NULL_KEY  # key ids: tonic + 12 * minor
     out = {"true": cond, **{f"{f} null": null(f) for f in COND_FIELDS}}
-    out["key: parallel mode"] = {**cond, "key": torch.where(known, (key + 12) % 24, key)}
+    out["key: parallel mode"] = {**cond, "key": parallel_conditions(cond)["key"]}
     out["key: +5 semitones"] = {**cond, "key": torch.where(known, (key % 12 + 5) % 12 + 12 * (key // 12), key)}
     out["key and emotion: parallel mode"] = parallel_conditions(cond)
     out["text null; key and emotion: parallel mode"] = parallel_conditions(null("text"))  # against "text null"

@@ -101,8 +101,8 @@ def real_mode(data_dir: str, codec: Any, bars: int) -> list[dict]:
     for p in real_pieces(data_dir, "validation", codec, max_bars=bars):
         row = p.request["row"]
         checks = {"raw_mode": float(estimate_key(p.notes)[1] == mode_of(row["emotion"]))}
-        rows.append({"checkpoint": "real validation pieces", "style": row["style"], "emotion": row["emotion"]})
-        rows[-1]["checks"] = checks
+        cell = {"checkpoint": "real validation pieces", "style": row["style"], "emotion": row["emotion"]}
+        rows.append(cell | {"checks": checks})
     return rows
 
 

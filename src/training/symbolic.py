@@ -29,6 +29,7 @@ from src.music.tokenizer import IGNORE, TokenCodec, tokenizer_hash
 from src.music.vocab import EMOTIONS, style_label
 from src.training.datasets import PlannerDataset
 from src.training.distributed import DistInfo, setup_distributed
+from src.training.dpo import sequence_logps
 from src.training.loop import LoopConfig, fit
 from src.utils.config import save_config
 
@@ -95,11 +96,6 @@ class SymbolicConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def target_log_probs(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(B, T, V) logits, (B, T) targets -> (B, T) log-probabilities of the targets (0 where ignored)."""
-    return -F.cross_entropy(logits.transpose(1, 2).float(), y, ignore_index=IGNORE, reduction="none")
-
-
 def mode_contrast_loss(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], cond: dict[str, torch.Tensor], n: int
 ) -> torch.Tensor:
@@ -112,7 +108,7 @@ def mode_contrast_loss(
     own = dict(cond, text_mask=torch.zeros_like(cond["text_mask"]))
     other = parallel_conditions(own)
     both = {k: torch.cat([own[k], other[k]]) for k in own}  # (2B, ...): one forward for the two branches
-    lp = target_log_probs(model(torch.cat([x, x]), both), torch.cat([y, y])).sum(1)  # (2B,)
+    lp, _, _ = sequence_logps(model, torch.cat([x, x]), torch.cat([y, y]), both)  # (2B,)
     delta = lp[: len(x)] - lp[len(x) :]
     known = ((cond["key"] != NULL_KEY) | (cond["emotion"] != len(EMOTIONS))).float()
     return (F.softplus(-delta) * known).sum() / known.sum().clamp(min=1.0)
