@@ -1,7 +1,8 @@
 """Controls the model follows: a grid of requests, what the model wrote (raw) beside what was delivered.
 
     .venv/bin/python -m bench.eval_controls [--checkpoints A.pt B.pt] [--seeds 8] [--bars 8] \
-        [--guidance 1 1.5 2 3] [--sweep_last N] [--mode_only | --parts_only] [--out docs/results/controls_tiny.json]
+        [--guidance 1 1.5 2 3] [--mode_guidance 0 2 4 [--mode_negative null|parallel]] [--sweep_last N] \
+        [--mode_only | --parts_only] [--out docs/results/controls_tiny.json]
 
 For each checkpoint (default: the tiny supervised and aligned planners) the grid is every style the
 checkpoint knows x the four emotions x ``--seeds`` seeds, with and without a key (each emotion's demo key),
@@ -19,14 +20,15 @@ before re-sampling, transposition, parallel-mode mapping, voice reassignment and
   voices reassigned by register, and a sample drawn on the model's own instruments because it wrote no
   note when held to the named ones.
 
-Then the guidance sweep (the no-key, no-instrument cells at each ``--guidance``), plain sampling (the
-grammar only: no metre, program or position masks) beside the generator's masks, metre: 3/4 and 6/8
-requests, raw share of songs whose tokens carry only the requested time signature, and parts: a solo cello,
-a solo trumpet and "fiddle and flute" with the part limits (src/generation/limits.py) on and off: notes on the
-named programs, in range, solo parts within one player's notes at once, and two named parts that both play
-through the song (each starts notes in at least half its bars). The measure's ceiling: the same mode
-estimate over the first ``--bars`` bars of the real validation pieces of each style and emotion (Krumhansl
-key finding is unsure over a few bars: a real minor chorale often opens on its relative major).
+Then the guidance sweep (the no-key, no-instrument cells at each ``--guidance``; with ``--mode_only`` too, at
+each ``--mode_guidance`` > 0: sampling pushed away from the logits with key and emotion unknown, or in the
+parallel mode), plain sampling (the grammar only: no metre, program or position masks) beside the generator's
+masks, metre: 3/4 and 6/8 requests, raw share of songs whose tokens carry only the requested time signature,
+and parts: a solo cello, a solo trumpet and "fiddle and flute" with the part limits (src/generation/limits.py)
+on and off: notes on the named programs, in range, solo parts within one player's notes at once, and two named
+parts that both play through the song (each starts notes in at least half its bars). The measure's ceiling:
+the same mode estimate over the first ``--bars`` bars of the real validation pieces of each style and emotion
+(Krumhansl key finding is unsure over a few bars: a real minor chorale often opens on its relative major).
 ``--mode_only`` runs the no-key, no-instrument cells alone; ``--parts_only`` the parts sweep alone, for every
 checkpoint.
 """
@@ -139,6 +141,14 @@ def main() -> None:
     ap.add_argument("--bars", type=int, default=8, help="bars per song (two sections, a and b)")
     ap.add_argument("--guidance", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0])
     ap.add_argument(
+        "--mode_guidance",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="mode guidance scales for the no-key, no-instrument cells (0 = off)",
+    )
+    ap.add_argument("--mode_negative", choices=["null", "parallel"], default="null", help="mode guidance's negative")
+    ap.add_argument(
         "--sweep_last",
         type=int,
         default=0,
@@ -199,15 +209,18 @@ def main() -> None:
                             cell = {"checkpoint": kind, "style": style, "emotion": emotion, "key_given": bool(key)}
                             cell |= {"instruments": instruments or "-", "guidance": 1.0, "sampling": "masks"}
                             cells.append(({**cell, "limits": "on"}, request(style, emotion, seed, key, instruments)))
-        for g in args.guidance if sweeps and full else []:
-            if g == 1.0:
-                continue
+        # the sweeps over the no-key, no-instrument cells: guidance, then mode guidance (with --mode_only too)
+        swept = [{"guidance": g} for g in args.guidance if g != 1.0 and sweeps and full]
+        swept += [{"mode_guidance": m} for m in args.mode_guidance if m > 0 and full and (sweeps or args.mode_only)]
+        for change in swept:
+            sampling = dataclasses.replace(gcfg.sampling, **change)
+            if "mode_guidance" in change:
+                sampling = dataclasses.replace(sampling, mode_negative=args.mode_negative)
             for style in styles:
                 for emotion in EMOTIONS:
                     for seed in range(args.seeds):
                         cell = {"checkpoint": kind, "style": style, "emotion": emotion, "key_given": False}
-                        cell |= {"instruments": "-", "guidance": g, "sampling": "masks", "limits": "on"}
-                        sampling = dataclasses.replace(gcfg.sampling, guidance=g)
+                        cell |= {"instruments": "-", "guidance": 1.0, "sampling": "masks", "limits": "on", **change}
                         cells.append((cell, request(style, emotion, seed, "", "", sampling=sampling)))
         plain_cells = []
         for style in styles if sweeps and full else []:
@@ -237,9 +250,14 @@ def main() -> None:
         for r, (_, req) in zip(rows, cells + plain_cells + part_cells):
             r["checks"] = song_checks(r.pop("facts"), req, r["instruments"] != "-", threshold)
             r.setdefault("metre", "4/4")
+            r.setdefault("mode_guidance", 0.0)
         all_rows += rows
     result["seconds"] = round(time.time() - t0, 1)
     grid = [r for r in all_rows if not r.get("part_sweep")]
+    guided = [r for r in grid if r["mode_guidance"] > 0]
+    result["mode_guidance"] = summarise(guided, ("checkpoint", "mode_guidance", "style", "emotion"))
+    result["mode_guidance_all"] = summarise(guided, ("checkpoint", "mode_guidance"))
+    grid = [r for r in grid if r["mode_guidance"] == 0]
     base = [r for r in grid if r["guidance"] == 1.0 and r["sampling"] == "masks" and r["metre"] == "4/4"]
     result["by_key_and_instruments"] = summarise(base, ("checkpoint", "key_given", "instruments"))
     no_key = [r for r in base if not r["key_given"] and r["instruments"] == "-"]
@@ -265,6 +283,12 @@ def main() -> None:
     if "mode_real" in result:
         print(f"\n## The same mode estimate over the first {args.bars} bars of real validation pieces (its ceiling)\n")
         print(table(result["mode_real"], ["checkpoint", "style", "emotion", "songs", "raw_mode"]))
+    if guided:
+        print("\n## Mode guidance (no key, no instrument, guidance 1)\n")
+        cols = ["songs", "raw_mode", "mode", "raw_arousal", "fix_resampled", "fix_parallel_mode"]
+        print(table(result["mode_guidance_all"], ["checkpoint", "mode_guidance", *cols]))
+        print()
+        print(table(result["mode_guidance"], ["checkpoint", "mode_guidance", "style", "emotion", "songs", "raw_mode"]))
     print("\n## Guidance sweep (no key, no instrument)\n")
     print(table(result["guidance_sweep"], ["checkpoint", "guidance", "songs", "raw_mode", "raw_arousal", "raw_tempo"]))
     print("\n## Metre and plain sampling\n")

@@ -25,7 +25,14 @@ from src.models.diffusion import (
 from src.models.sampling import PlannerStepper, SamplingConfig, filter_logits
 from src.models.symbolic_planner import PlannerConfig, SymbolicPlanner
 from src.models.vocoder import mel_to_audio
-from src.music.conditions import NULL_KEY, Conditions, batch, null_conditions, parallel_conditions
+from src.music.conditions import (
+    NULL_KEY,
+    Conditions,
+    batch,
+    null_conditions,
+    parallel_conditions,
+    relative_conditions,
+)
 from src.music.vocab import EMOTIONS
 from src.training.symbolic import SymbolicConfig
 from src.utils.checkpoint import load_checkpoint, save_checkpoint
@@ -115,9 +122,10 @@ def test_cached_equals_uncached_decoding():
     torch.nn.init.normal_(m.cond_bias.weight)  # trained, it is not zero
     cond = some_cond(m.cfg, 1)
     seq = torch.randint(4, 64, (1, 40))  # longer than block_size: the window slides
-    for guidance in (1.0, 2.0):
+    for guidance, mode in ((1.0, 0.0), (2.0, 0.0), (1.0, 3.0), (2.0, 3.0)):
         steppers = [
-            PlannerStepper(m, lambda b0: cond, SamplingConfig(use_cache=c, guidance=guidance)) for c in (True, False)
+            PlannerStepper(m, lambda b0: cond, SamplingConfig(use_cache=c, guidance=guidance, mode_guidance=mode))
+            for c in (True, False)
         ]
         outs = [[s.start(seq[:, :1])] for s in steppers]
         for t in range(1, seq.shape[1]):
@@ -136,6 +144,44 @@ def test_parallel_conditions_flip_the_mode_and_the_valence_only():
     assert par["key"].tolist() == [15, NULL_KEY]  # E-flat minor; unknown stays unknown
     assert par["emotion"].tolist() == [EMOTIONS.index("PEACEFUL"), len(EMOTIONS)]
     assert all(torch.equal(par[k], cond[k]) for k in cond if k not in ("key", "emotion"))
+
+
+def test_mode_guidance_pushes_away_from_its_negative():
+    """Mode guidance adds scale x (logits - the negative's logits) to the (CFG-guided) logits; the negative is
+    key and emotion unknown, or the parallel mode's."""
+    m = tiny_model(cond_bias=True)
+    torch.nn.init.normal_(m.cond_bias.weight)
+    cond = some_cond(m.cfg, 1)
+    seq = torch.randint(4, 64, (1, 6))
+
+    def logits(c: dict, **kw) -> torch.Tensor:
+        return PlannerStepper(m, lambda b0: c, SamplingConfig(**kw)).start(seq)
+
+    plain, par, null = logits(cond), logits(parallel_conditions(cond)), logits(null_conditions(cond, m.cfg))
+    unknown = {"key": torch.full_like(cond["key"], NULL_KEY), "emotion": torch.full_like(cond["key"], len(EMOTIONS))}
+    unkeyed = logits(cond | unknown)
+    assert not torch.allclose(plain, par) and not torch.allclose(plain, unkeyed)
+    guided = logits(cond, mode_guidance=2.0, mode_negative="parallel")
+    torch.testing.assert_close(guided, plain + 2.0 * (plain - par), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits(cond, mode_guidance=2.0), plain + 2.0 * (plain - unkeyed), atol=1e-5, rtol=1e-5)
+    cfg_guided = null + 1.5 * (plain - null)
+    both = logits(cond, guidance=1.5, mode_guidance=2.0, mode_negative="parallel")
+    torch.testing.assert_close(both, cfg_guided + 2.0 * (plain - par), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="mode_guidance"):
+        SamplingConfig(mode_guidance=-1.0)
+    with pytest.raises(ValueError, match="mode_negative"):
+        SamplingConfig(mode_negative="relative")
+
+
+def test_relative_conditions_keep_the_notes_and_move_the_tonic():
+    m = tiny_model()
+    cond = some_cond(m.cfg, 4)
+    cond["key"] = torch.tensor([0, 21, 14, NULL_KEY])  # C major, A minor, D minor, unknown
+    cond["emotion"] = torch.tensor([EMOTIONS.index("HAPPY"), EMOTIONS.index("SAD"), len(EMOTIONS), 0])
+    rel = relative_conditions(cond)
+    assert rel["key"].tolist() == [21, 0, 5, NULL_KEY]  # A minor, C major, F major; unknown stays unknown
+    assert rel["emotion"].tolist() == parallel_conditions(cond)["emotion"].tolist()
+    assert all(torch.equal(rel[k], cond[k]) for k in cond if k not in ("key", "emotion"))
 
 
 def test_cond_bias_starts_at_zero_and_learns_from_the_conditions():

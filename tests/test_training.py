@@ -91,6 +91,7 @@ def test_key_relative_pieces_sound_on_tonic_c_and_say_so(micro_data):
         after = estimate_key(notes_array(codec.decode(ids)))[0]
         moved += after == (before + shift) % 12
     assert moved == 20
+    assert rel.off_tonic_c() == []  # every micro piece fits on C: none is left in its own key
     cfg = PlannerConfig(block_size=48, max_bars=16)
     emb = caption_embeddings(dcfg.processed_dir)
     val = PlannerDataset(dcfg.processed_dir, "validation", cfg, codec, emb, eval_windows=1, key_relative=True)
@@ -621,3 +622,20 @@ def test_mode_contrast_teaches_the_opening_to_tell_the_modes_apart():
     )
     with torch.no_grad():
         assert float(mode_contrast_loss(model, data, unknown, 8)) == 0.0
+        # train.contrast_windows: the first windows alone, the rest left out (the same as a batch of those)
+        keyed = unknown | {"key": cond["key"]}  # the key known, the emotion not
+        part = float(mode_contrast_loss(model, data, keyed, 8, windows=2))
+        first_two = {k: v[:2] for k, v in data.items()}, {k: v[:2] for k, v in keyed.items()}
+        alone = float(mode_contrast_loss(model, *first_two, 8))
+        assert part == pytest.approx(alone) and part != pytest.approx(float(mode_contrast_loss(model, data, keyed, 8)))
+    # train.contrast_relative: a second term, against the relative key; it starts at log 2 too and is learnt
+    model = tiny_model(cond_bias=True).train()
+    with torch.no_grad():
+        assert float(mode_contrast_loss(model, data, cond, 8, relative=True)) == pytest.approx(2 * math.log(2), abs=0.1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(30):
+        opt.zero_grad()
+        mode_contrast_loss(model, data, cond, 8, relative=True).backward()
+        opt.step()
+    with torch.no_grad():
+        assert float(mode_contrast_loss(model, data, cond, 8, relative=True)) < 0.4

@@ -1,5 +1,6 @@
 """Sampling from the planner: KV cache, temperature / top-k / top-p, classifier-free guidance,
-a REMI+ grammar mask (every sampled sequence decodes to valid MIDI), an explicit
+mode guidance (away from the logits with key and emotion unknown or in the parallel mode), a REMI+
+grammar mask (every sampled sequence decodes to valid MIDI), an explicit
 ``torch.Generator``, and a sliding window past the model's context that keeps the conditions
 (the plan is re-sliced from the window's first bar)."""
 
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 
 from src.models.symbolic_planner import SymbolicPlanner
-from src.music.conditions import null_conditions
+from src.music.conditions import null_conditions, parallel_conditions, without
 from src.music.tokenizer import BOS, EOS, MASK, PAD, TokenCodec
 
 
@@ -22,6 +23,11 @@ class SamplingConfig:
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1 = off
     guidance: float = 1.0  # classifier-free guidance scale; 1 = off
+    # mode guidance: + scale * (logits under the conditions - logits under the negative: key and emotion unknown
+    # ("null") or in the parallel mode ("parallel")); 0 = off. What the model itself takes from its key and emotion,
+    # amplified (a negative prompt), not a rewrite of its notes.
+    mode_guidance: float = 0.0
+    mode_negative: str = "null"
     use_cache: bool = True
 
     def __post_init__(self) -> None:
@@ -31,6 +37,15 @@ class SamplingConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.mode_guidance < 0:
+            raise ValueError(f"mode_guidance must be >= 0, got {self.mode_guidance}")
+        if self.mode_negative not in ("null", "parallel"):
+            raise ValueError(f"mode_negative must be 'null' or 'parallel', got {self.mode_negative!r}")
+
+    @property
+    def branches(self) -> int:
+        """How many condition sets each step runs: the conditions, + the null ones (CFG), + mode guidance's."""
+        return 1 + (self.guidance != 1.0) + (self.mode_guidance > 0)
 
 
 class Grammar:
@@ -101,23 +116,30 @@ class PlannerStepper:
 
     def _prime(self, window: torch.Tensor, bar0: int) -> torch.Tensor:
         cond = self.cond_fn(bar0)
+        sets = [cond]  # (B, ...) each; stacked to (branches * B, ...)
         if self.cfg.guidance != 1.0:
-            null = null_conditions(cond, self.model.cfg)
-            cond = {k: torch.cat([cond[k], null[k]]) for k in cond}
+            sets.append(null_conditions(cond, self.model.cfg))
+        if self.cfg.mode_guidance > 0:
+            negative = self.cfg.mode_negative == "parallel"
+            sets.append(parallel_conditions(cond) if negative else without(cond, ("key", "emotion"), self.model.cfg))
+        cond = {k: torch.cat([s[k] for s in sets]) for k in cond}
         self.memory, self.mem_mask = self.model.encode(cond)
         self.window, self.bar0 = window, bar0
         self.cache = [{} for _ in self.model.decoder] if self.cfg.use_cache else None
         return self._run(window, 0)
 
     def _run(self, idx: torch.Tensor, start: int) -> torch.Tensor:
-        full = self.window
-        if self.cfg.guidance != 1.0:
-            idx, full = torch.cat([idx, idx]), torch.cat([full, full])
+        n = self.cfg.branches
+        idx, full = idx.repeat(n, 1), self.window.repeat(n, 1)  # (n * B, t)
         bars = self.model.bar_numbers(full)[:, start : start + idx.shape[1]]
-        logits = self.model.decode(idx, self.memory, self.mem_mask, bars, start_pos=start, cache=self.cache)[:, -1]
+        out = self.model.decode(idx, self.memory, self.mem_mask, bars, start_pos=start, cache=self.cache)[:, -1]
+        cond, *others = out.chunk(n)  # n x (B, V): the conditions, [null], [mode guidance's negative]
+        logits = cond
         if self.cfg.guidance != 1.0:
-            cond, uncond = logits.chunk(2)
+            uncond = others.pop(0)
             logits = uncond + self.cfg.guidance * (cond - uncond)
+        if self.cfg.mode_guidance > 0:  # what the key and emotion's mode alone add, amplified
+            logits = logits + self.cfg.mode_guidance * (cond - others[0])
         return logits
 
     @torch.no_grad()

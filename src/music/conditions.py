@@ -236,6 +236,17 @@ def shift_plan(cond: dict[str, torch.Tensor], bars: int, cfg: ConditionShape) ->
     return out
 
 
+def relative_conditions(cond: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same conditions in the relative key (A minor <-> C major: the same notes, another tonic and mode) and
+    the emotion's valence flipped (a null key or emotion stays null); with the parallel mode, the mode contrast's
+    second negative: the parallel one alone is met by the minor key's notes on the relative major's tonic."""
+    out = parallel_conditions(cond)
+    key = cond["key"]
+    minor = key >= 12
+    out["key"] = torch.where(key < NULL_KEY, torch.where(minor, (key - 12 + 3) % 12, (key + 9) % 12 + 12), key)
+    return out
+
+
 def parallel_conditions(cond: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The same conditions in the parallel mode: the key's mode and the emotion's valence flipped (a null key or
     emotion stays null); the other side of the mode contrast in training."""
@@ -245,6 +256,14 @@ def parallel_conditions(cond: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     flip = torch.tensor([EMOTIONS.index(PARALLEL_EMOTION[e]) for e in EMOTIONS] + [len(EMOTIONS)])
     out["emotion"] = flip.to(cond["emotion"].device)[cond["emotion"]]
     return out
+
+
+def without(cond: dict[str, torch.Tensor], names: tuple[str, ...], cfg: ConditionShape) -> dict[str, torch.Tensor]:
+    """The named fields (of COND_FIELDS) null in every row, the others as they are."""
+    B = cond["style"].shape[0]
+    drop = torch.zeros(B, len(COND_FIELDS), dtype=torch.bool, device=cond["style"].device)
+    drop[:, [COND_FIELDS.index(n) for n in names]] = True
+    return drop_fields(cond, drop, cfg)
 
 
 def null_conditions(cond: dict[str, torch.Tensor], cfg: ConditionShape) -> dict[str, torch.Tensor]:

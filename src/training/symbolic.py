@@ -23,6 +23,7 @@ from src.music.conditions import (
     drop_fields,
     parallel_conditions,
     random_drop,
+    relative_conditions,
 )
 from src.music.theory import key_name
 from src.music.tokenizer import IGNORE, TokenCodec, tokenizer_hash
@@ -56,6 +57,8 @@ class TrainConfig(LoopConfig):
     # key and emotion than under the parallel mode's (-log sigmoid of the log-likelihood difference); 0 = off
     mode_contrast: float = 0.0
     contrast_tokens: int = 32
+    contrast_windows: int = 0  # the contrast on the first this many windows of each micro-batch (0 = all)
+    contrast_relative: bool = False  # a second negative: the relative key (same notes, other tonic)
     cond_dropout: dict[str, float] = field(
         default_factory=lambda: {
             "text": 0.1,
@@ -73,6 +76,8 @@ class TrainConfig(LoopConfig):
         super().__post_init__()
         if self.key_relative and self.transpose:
             raise ValueError("train.key_relative and train.transpose exclude each other (set transpose: 0)")
+        if self.contrast_windows < 0:
+            raise ValueError(f"contrast_windows must be >= 0, got {self.contrast_windows}")
         if self.mode_contrast < 0 or self.contrast_tokens < 1:
             raise ValueError(
                 f"mode_contrast must be >= 0 and contrast_tokens >= 1, got {self.mode_contrast}, {self.contrast_tokens}"
@@ -97,21 +102,33 @@ class SymbolicConfig:
 
 
 def mode_contrast_loss(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], cond: dict[str, torch.Tensor], n: int
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    cond: dict[str, torch.Tensor],
+    n: int,
+    windows: int = 0,
+    relative: bool = False,
 ) -> torch.Tensor:
     """Mean over windows of -log sigmoid(delta): delta = log p(first ``n`` targets | own conditions) - log p(them |
     the parallel mode's conditions), the prompt withheld from both (it names the mode: with it, the planner learnt
     to lower every token when prompt and key disagree, not to write the mode). The planner then opens a window
     differently for the two modes, which next-token loss alone did not teach it (a window's own notes soon give
-    its key away). Windows with neither key nor emotion known are left out."""
-    x, y = batch["x"][:, :n], batch["y"][:, :n]  # (B, n)
+    its key away). Windows with neither key nor emotion known are left out; ``windows`` > 0: only the first
+    ``windows`` windows take part (the batch is in random order). ``relative``: the relative key's conditions are a
+    second negative, with a term of their own (the parallel mode alone is met by writing the minor key's notes
+    around the relative major's tonic)."""
+    rows = slice(0, windows or None)
+    x, y = batch["x"][rows, :n], batch["y"][rows, :n]  # (B', n)
+    cond = {k: v[rows] for k, v in cond.items()}
     own = dict(cond, text_mask=torch.zeros_like(cond["text_mask"]))
-    other = parallel_conditions(own)
-    both = {k: torch.cat([own[k], other[k]]) for k in own}  # (2B, ...): one forward for the two branches
-    lp, _, _ = sequence_logps(model, torch.cat([x, x]), torch.cat([y, y]), both)  # (2B,)
-    delta = lp[: len(x)] - lp[len(x) :]
+    sets = [own, parallel_conditions(own)] + ([relative_conditions(own)] if relative else [])
+    k = len(sets)
+    stacked = {name: torch.cat([s[name] for s in sets]) for name in own}  # (k B', ...): one forward for all
+    lp, _, _ = sequence_logps(model, x.repeat(k, 1), y.repeat(k, 1), stacked)  # (k B',)
+    own_lp, *negatives = lp.chunk(k)
     known = ((cond["key"] != NULL_KEY) | (cond["emotion"] != len(EMOTIONS))).float()
-    return (F.softplus(-delta) * known).sum() / known.sum().clamp(min=1.0)
+    loss = sum(F.softplus(neg - own_lp) for neg in negatives)  # (B',): -log sigmoid(own - negative), summed
+    return (loss * known).sum() / known.sum().clamp(min=1.0)
 
 
 @torch.no_grad()
@@ -152,7 +169,9 @@ class PlannerTask:
         logits = model(batch["x"], cond)  # (B, T, V)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), batch["y"].flatten(), ignore_index=IGNORE)
         if tc.mode_contrast:
-            loss = loss + tc.mode_contrast * mode_contrast_loss(model, batch, cond, tc.contrast_tokens)
+            n, windows, relative = tc.contrast_tokens, tc.contrast_windows, tc.contrast_relative
+            contrast = mode_contrast_loss(model, batch, cond, n, windows, relative)
+            loss = loss + tc.mode_contrast * contrast
         return loss, int((batch["y"] != IGNORE).sum())
 
     def validate(self, model) -> float:
@@ -231,6 +250,13 @@ def train(cfg: SymbolicConfig, info: DistInfo | None = None, stop_after: int | N
     if tc.revoice:
         stats["revoice"] = {"share": tc.revoice, "program_counts": train_ds.pieces.revoice_reach()}
     stats["key_relative"] = tc.key_relative  # the song generator conditions on tonic C and transposes
+    if tc.key_relative:
+        stats["off_tonic_c"] = train_ds.pieces.off_tonic_c()
+        if stats["off_tonic_c"] and info.is_main:
+            log.warning(
+                "key_relative: %d pieces stay in their own key (recorded in data_stats.off_tonic_c)",
+                len(stats["off_tonic_c"]),
+            )
     task = PlannerTask(cfg, mcfg, codec, tok_hash, stats, val_ds, val_ds if len(val_ds) else train_ds)
     result = fit(model, task, train_ds, cfg, info, stop_after, tok_hash)
     return {**result, "params": model.num_params()}
