@@ -211,11 +211,10 @@ def main() -> None:
                             cells.append(({**cell, "limits": "on"}, request(style, emotion, seed, key, instruments)))
         # the sweeps over the no-key, no-instrument cells: guidance, then mode guidance (with --mode_only too)
         swept = [{"guidance": g} for g in args.guidance if g != 1.0 and sweeps and full]
-        swept += [{"mode_guidance": m} for m in args.mode_guidance if m > 0 and full and (sweeps or args.mode_only)]
+        scales = [m for m in args.mode_guidance if m > 0 and full and (sweeps or args.mode_only)]
+        swept += [{"mode_guidance": m, "mode_negative": args.mode_negative} for m in scales]
         for change in swept:
             sampling = dataclasses.replace(gcfg.sampling, **change)
-            if "mode_guidance" in change:
-                sampling = dataclasses.replace(sampling, mode_negative=args.mode_negative)
             for style in styles:
                 for emotion in EMOTIONS:
                     for seed in range(args.seeds):

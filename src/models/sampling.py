@@ -129,9 +129,9 @@ class PlannerStepper:
         return self._run(window, 0)
 
     def _run(self, idx: torch.Tensor, start: int) -> torch.Tensor:
-        n = self.cfg.branches
-        idx, full = idx.repeat(n, 1), self.window.repeat(n, 1)  # (n * B, t)
-        bars = self.model.bar_numbers(full)[:, start : start + idx.shape[1]]
+        n = self.cfg.branches  # every branch reads the same tokens: (B, t) -> (n * B, t)
+        bars = self.model.bar_numbers(self.window)[:, start : start + idx.shape[1]].repeat(n, 1)
+        idx = idx.repeat(n, 1)
         out = self.model.decode(idx, self.memory, self.mem_mask, bars, start_pos=start, cache=self.cache)[:, -1]
         cond, *others = out.chunk(n)  # n x (B, V): the conditions, [null], [mode guidance's negative]
         logits = cond

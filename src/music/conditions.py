@@ -268,7 +268,4 @@ def without(cond: dict[str, torch.Tensor], names: tuple[str, ...], cfg: Conditio
 
 def null_conditions(cond: dict[str, torch.Tensor], cfg: ConditionShape) -> dict[str, torch.Tensor]:
     """Every field dropped except the plan (the song's form): the CFG "unconditional" branch."""
-    B = cond["style"].shape[0]
-    drop = torch.ones(B, len(COND_FIELDS), dtype=torch.bool, device=cond["style"].device)
-    drop[:, COND_FIELDS.index("plan")] = False
-    return drop_fields(cond, drop, cfg)
+    return without(cond, tuple(f for f in COND_FIELDS if f != "plan"), cfg)

@@ -113,8 +113,8 @@ class TokenDataset(Dataset):
     def off_tonic_c(self) -> list[str]:
         """The pieces that ``key_relative`` leaves in their own key (neither octave onto tonic C keeps every note
         in the vocabulary), by id: their key condition stays their own."""
-        fits = [self.codec.to_tonic_c([self.stored(i)], r["key_tonic"]) is not None for i, r in enumerate(self.rows)]
-        return [r["id"] for r, ok in zip(self.rows, fits) if not ok]
+        on_c = (self.codec.to_tonic_c([self.stored(i)], r["key_tonic"]) for i, r in enumerate(self.rows))
+        return [r["id"] for r, moved in zip(self.rows, on_c) if moved is None]
 
     def revoice_reach(self) -> dict[int, int]:
         """Per program: the pieces of which :meth:`revoiced` can give a part to it (not counting its own parts)."""
