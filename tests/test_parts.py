@@ -267,3 +267,21 @@ def test_voices_reassigned_to_a_solo_instrument_are_made_playable():
     facts = part_facts(out)[73]
     assert facts == {"notes": 3, "most_at_once": 1, "out_of_range": 0} and "dropped" in note
     assert [n.pitch for n in out.tracks[0].notes] == [72, 72, 72]
+
+
+def test_folding_into_range_moves_only_out_of_range_notes_by_octaves():
+    """After the key's transposition a part can leave its instrument's range: folding brings it back by octaves,
+    so every pitch class (and the key) stays, no note is added or dropped, and drums are left alone."""
+    from symusic import Note, Score, Track
+
+    from src.generation.arrange import fold_into_ranges
+
+    s = Score(480)
+    violin, kit = Track(program=40), Track(program=0, is_drum=True)
+    for i, pitch in enumerate((50, 60, 105)):  # below G3, inside, above the violin's top
+        violin.notes.append(Note(i * 480, 480, pitch, 80))
+    kit.notes.append(Note(0, 120, 30, 80))
+    s.tracks.extend([violin, kit])
+    out, moved = fold_into_ranges(s)
+    assert [n.pitch for n in out.tracks[0].notes] == [62, 60, 93] and moved == 2
+    assert [n.pitch for n in out.tracks[1].notes] == [30] and [n.pitch for n in s.tracks[0].notes] == [50, 60, 105]

@@ -46,6 +46,25 @@ def playable(band: np.ndarray, program: int) -> tuple[np.ndarray, int, int]:
     return band[keep], moved, len(band) - len(keep)
 
 
+def fold_into_ranges(score: Any) -> tuple[Any, int]:
+    """Every pitched part's notes folded by octaves into its instrument's playable range, as :func:`playable` does
+    (pitch classes, and so the key, kept; no note added or dropped). Returns (score, notes moved)."""
+    out, moved = score.copy(), 0
+    for track in out.tracks:
+        if track.is_drum or track.program not in PLAYABLE_RANGE:
+            continue
+        low, high = PLAYABLE_RANGE[track.program]
+        for note in track.notes:
+            pitch = note.pitch
+            while pitch < low and low + 12 <= high + 1:
+                pitch += 12
+            while pitch > high and high - 12 >= low - 1:
+                pitch -= 12
+            moved += pitch != note.pitch
+            note.pitch = pitch
+    return out, moved
+
+
 def assign_instruments(score: Any, named: list[int]) -> tuple[Any, str]:
     """Make the named instruments the ones that play: by register when the model's differ (each part then made
     playable by one player of its instrument: :func:`playable`)."""

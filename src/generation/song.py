@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from src.generation.arrange import assign_instruments, control_facts, finalise, measure
+from src.generation.arrange import assign_instruments, control_facts, finalise, fold_into_ranges, measure
 from src.generation.limits import PartLimits
 from src.models.sampling import Grammar, PlannerStepper, SamplingConfig, filter_logits
 from src.models.symbolic_planner import SymbolicPlanner
@@ -419,6 +419,11 @@ class SongGenerator:
                 f"for {fallbacks} token(s) the time-signature, program and position masks left no token; "
                 "the grammar alone chose them"
             )
+        if named:  # before the key's fix-ups: the notes it drops could otherwise move the key the song ends in
+            score, note = assign_instruments(score, named)
+            fixups["voices_reassigned"] = bool(note)
+            if note:
+                notes.append(note)
         if want_key is not None:
             tonic, mode, _ = estimate_key(notes_array(score))
             shift = (want_key[0] - tonic + 6) % 12 - 6
@@ -432,11 +437,7 @@ class SongGenerator:
                     f"none of {self.controls.key_attempts} attempts came out in {want_key[1]}: the notes were "
                     f"mapped from {key_name(want_key[0], mode)} to {key_name(*want_key)}"
                 )
-        if named:  # after the key's fix-ups, so the parts it makes playable stay in range
-            score, note = assign_instruments(score, named)
-            fixups["voices_reassigned"] = bool(note)
-            if note:
-                notes.append(note)
+            score, fixups["folded_into_range"] = fold_into_ranges(score)  # what the moves took out of range
         fixups["tempo_rewritten"] = raw["tempo"] is None or abs(raw["tempo"] - req.tempo) >= 0.5
         fixups["metre_rewritten"] = raw["time_signatures"] != [written]
         score = finalise(score, req.tempo, req.time_signature, sections)
