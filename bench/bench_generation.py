@@ -55,7 +55,12 @@ def main() -> None:
     small_cfg = load_config(SymbolicConfig, "config/symbolic_small.yaml").model
     torch.manual_seed(0)
     small = SymbolicPlanner(
-        dataclasses.replace(small_cfg, vocab_size=tiny.cfg.vocab_size, bar_token_ids=tiny.cfg.bar_token_ids)
+        dataclasses.replace(
+            small_cfg,
+            vocab_size=tiny.cfg.vocab_size,
+            bar_token_ids=tiny.cfg.bar_token_ids,
+            token_pitch_classes=tiny.cfg.token_pitch_classes,
+        )
     ).eval()
     rows = []
     for name, model, weights in (("tiny", tiny, "trained"), ("small", small, "random")):

@@ -11,7 +11,6 @@ tokens + encoder parameters x condition positions) + attention (12 x layers x d 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import machine, matmul_flops, sync, table
+from src.models.builders import planner_without_tokenizer
 from src.models.sampling import PlannerStepper, SamplingConfig
 from src.models.symbolic_planner import SymbolicPlanner
 from src.music.conditions import Conditions, batch
@@ -33,7 +33,7 @@ def build(
     preset: str, device: torch.device, overrides: list[str] | None = None
 ) -> tuple[SymbolicPlanner, SymbolicConfig]:
     cfg = load_config(SymbolicConfig, f"config/symbolic_{preset}.yaml", overrides)
-    mcfg = dataclasses.replace(cfg.model, vocab_size=512, bar_token_ids=[4])
+    mcfg = planner_without_tokenizer(cfg.model, 512)
     torch.manual_seed(0)
     return SymbolicPlanner(mcfg).to(device), cfg
 
@@ -126,7 +126,7 @@ def main() -> None:
         for preset in args.presets:
             cfg = load_config(SymbolicConfig, f"config/symbolic_{preset}.yaml")
             vocab = 2048 if preset == "full" else 512  # the vocabulary its data config trains
-            n = SymbolicPlanner(dataclasses.replace(cfg.model, vocab_size=vocab, bar_token_ids=[4])).num_params()
+            n = SymbolicPlanner(planner_without_tokenizer(cfg.model, vocab)).num_params()
             print(f"{preset}: {n:,} parameters (vocabulary {vocab})")
         return
     peak = matmul_flops(

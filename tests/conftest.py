@@ -75,9 +75,18 @@ def micro_stage(stage_cls: type, train_cls: type, model: Any, data_dir: str, out
 
 
 def micro_planner_config(data_dir: str, out: Path, **train) -> SymbolicConfig:
-    """A planner small enough to train two steps in a second."""
+    """A planner small enough to train two steps in a second, with the presets' key profile."""
     model = PlannerConfig(
-        d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=2, dropout=0.0, block_size=32, max_bars=16, n_text_memory=2
+        d_model=32,
+        n_heads=2,
+        n_enc_layers=1,
+        n_dec_layers=2,
+        dropout=0.0,
+        block_size=32,
+        max_bars=16,
+        n_text_memory=2,
+        key_profile=True,
+        key_profile_gain=3.0,
     )
     return micro_stage(SymbolicConfig, TrainConfig, model, data_dir, out, train, eval_windows_per_piece=1)
 
@@ -90,6 +99,20 @@ def micro_checkpoint(micro_data, tmp_path_factory) -> Path:
     dcfg, _ = micro_data
     out = tmp_path_factory.mktemp("micro_ckpt")
     cfg = micro_planner_config(dcfg.processed_dir, out, max_steps=30, eval_every=30, lr=3e-3)
+    train(cfg)
+    return Path(cfg.out_dir) / "best.pt"
+
+
+@pytest.fixture(scope="session")
+def micro_mode_checkpoint(micro_data, tmp_path_factory) -> Path:
+    """A micro planner trained long enough (200 steps) for its key profile to say the mode; at this size and step
+    count the profile needs a gain of 30 to get there (the presets' 3 serves 1,200 steps of a larger planner)."""
+    from src.training.symbolic import train
+
+    dcfg, _ = micro_data
+    out = tmp_path_factory.mktemp("micro_mode_ckpt")
+    cfg = micro_planner_config(dcfg.processed_dir, out, max_steps=200, eval_every=200, lr=3e-3)
+    cfg.model.key_profile_gain = 30.0
     train(cfg)
     return Path(cfg.out_dir) / "best.pt"
 

@@ -12,7 +12,7 @@ import torch
 
 from src.data.mel import MelConfig, log_mel
 from src.models.audio_renderer import AudioRenderer, RendererConfig
-from src.models.builders import load_planner
+from src.models.builders import load_planner, planner_without_tokenizer
 from src.models.diffusion import (
     DiffusionConfig,
     alphas_cumprod,
@@ -107,19 +107,24 @@ def test_conditions_change_logits():
 @pytest.mark.parametrize("preset,target,vocab", [("small", 15e6, 512), ("full", 80e6, 2048)])
 def test_planner_parameter_counts(preset, target, vocab):
     cfg = load_config(SymbolicConfig, ROOT / f"config/symbolic_{preset}.yaml")
-    model = SymbolicPlanner(dataclasses.replace(cfg.model, vocab_size=vocab, bar_token_ids=[4]))
+    model = SymbolicPlanner(planner_without_tokenizer(cfg.model, vocab))
     assert abs(model.num_params() - target) / target <= 0.10, model.num_params()
 
 
 def test_tiny_preset_is_a_few_million():
     cfg = load_config(SymbolicConfig, ROOT / "config/symbolic_tiny.yaml")
-    n = SymbolicPlanner(dataclasses.replace(cfg.model, vocab_size=512, bar_token_ids=[4])).num_params()
+    n = SymbolicPlanner(planner_without_tokenizer(cfg.model, 512)).num_params()
     assert 2e6 <= n <= 6e6
 
 
+# tokens 10..21 hold one note each, of pitch class 0..11; token 30 a C major triad; the rest none
+PITCH_CLASSES = [[i - 10] if 10 <= i < 22 else [0, 4, 7] if i == 30 else [] for i in range(64)]
+
+
 def test_cached_equals_uncached_decoding():
-    m = tiny_model(cond_bias=True)
+    m = tiny_model(cond_bias=True, key_profile=True, token_pitch_classes=PITCH_CLASSES)
     torch.nn.init.normal_(m.cond_bias.weight)  # trained, it is not zero
+    torch.nn.init.normal_(m.key_profile)
     cond = some_cond(m.cfg, 1)
     seq = torch.randint(4, 64, (1, 40))  # longer than block_size: the window slides
     for guidance, mode in ((1.0, 0.0), (2.0, 0.0), (1.0, 3.0), (2.0, 3.0)):
@@ -199,6 +204,43 @@ def test_cond_bias_starts_at_zero_and_learns_from_the_conditions():
         torch.nn.init.normal_(m.cond_bias.weight)
         after = m(idx[:, :1], cond) - m(idx[:, :1], other)
     assert not torch.allclose(before, after)  # the bias moves the first token's distribution with the key
+
+
+def test_key_profile_is_the_same_24_weights_in_every_key():
+    """The key profile starts as no bias; it biases each token by the weights of its notes' intervals above the
+    key's tonic in the key's mode (so moving the key moves the bias with it), adds nothing for an unknown key,
+    and the loss reaches it."""
+    m = tiny_model(key_profile=True, token_pitch_classes=PITCH_CLASSES)
+    idx, cond = torch.randint(4, 64, (2, 24)), some_cond(m.cfg)
+    assert m.key_profile.abs().sum() == 0
+    m(idx, cond).log_softmax(-1)[..., 13].sum().backward()
+    g = m.key_profile.grad  # the key is E-flat major: token 13 (pitch class 3) is its tonic, interval 0 of major
+    assert g[0] != 0 and g[12:].abs().sum() == 0  # a major key trains the major weights only
+    with torch.no_grad():
+        torch.nn.init.normal_(m.key_profile)
+        bias = m.key_bias(torch.tensor([0, 12, 2, NULL_KEY]))  # C major, C minor, D major, unknown
+    w = m.key_profile.detach()
+    torch.testing.assert_close(bias[0, 10:22], w[:12])  # C major: pitch class = interval
+    torch.testing.assert_close(bias[1, 10:22], w[12:])  # C minor: the minor weights
+    torch.testing.assert_close(bias[2, 10:22], w[:12].roll(2))  # D major: interval 0 on pitch class 2
+    torch.testing.assert_close(bias[0, 30], w[0] + w[4] + w[7])  # a triad sums its notes
+    assert bias[0, :10].abs().sum() == 0 and bias[3].abs().sum() == 0  # no notes; unknown key
+    with pytest.raises(ValueError, match="token_pitch_classes"):
+        tiny_model(key_profile=True)
+
+
+def test_builder_gives_the_key_profile_each_token_s_pitch_classes(micro_data):
+    from src.models.builders import load_codec, resolve_planner_config
+
+    codec = load_codec(micro_data[0].processed_dir)
+    cfg = resolve_planner_config(PlannerConfig(key_profile=True), codec)
+    pitch_tokens = [i for i, b in enumerate(codec.bpe_to_base) if any(codec.base_type[x] == "Pitch" for x in b)]
+    assert pitch_tokens and all(cfg.token_pitch_classes[i] for i in pitch_tokens)
+    for i in pitch_tokens[:5]:
+        assert cfg.token_pitch_classes[i] == [
+            codec.base_pitch[x] % 12 for x in codec.bpe_to_base[i].tolist() if x in codec.base_pitch
+        ]
+    assert resolve_planner_config(PlannerConfig(), codec).token_pitch_classes == []  # only when it is asked for
 
 
 def test_batched_sliding_window_cuts_each_row_at_its_own_bar():

@@ -369,6 +369,15 @@ def test_dpo_loss_equals_a_hand_computation():
     assert float(stats["accuracy"]) == 1.0
 
 
+def test_a_trained_key_profile_holds_each_mode_s_own_third(micro_checkpoint):
+    """30 steps on the micro corpus teach the key profile the modes: the major third above the tonic over the minor
+    third in major keys, the other way round in minor keys; the checkpoint alone rebuilds it."""
+    model, _ = load_planner(micro_checkpoint)
+    major, minor = (model.cfg.key_profile_gain * model.key_profile.detach()).view(2, 12)
+    assert major[4] > major[3] and minor[3] > minor[4]
+    assert model.pc_counts.sum() > 0 and len(model.cfg.token_pitch_classes) == model.cfg.vocab_size
+
+
 def test_logps_cover_only_continuation_tokens(micro_checkpoint):
     from src.data.preferences import Pair
     from src.models.builders import codec_from_checkpoint, load_planner

@@ -15,11 +15,24 @@ from src.utils.checkpoint import load_checkpoint
 
 
 def resolve_planner_config(cfg: PlannerConfig, codec: TokenCodec) -> PlannerConfig:
-    """Fill what the tokenizer decides: vocabulary size and the bar-starting token ids."""
+    """Fill what the tokenizer decides: vocabulary size, the bar-starting token ids and each token's pitch classes."""
     vocab = len(codec.bpe_to_base)
     if cfg.vocab_size not in (0, vocab):
         raise ValueError(f"model.vocab_size={cfg.vocab_size} but the tokenizer has {vocab} tokens (use 0 = auto)")
-    return dataclasses.replace(cfg, vocab_size=vocab, bar_token_ids=np.flatnonzero(codec.starts_bar).tolist())
+    pcs = [[int(p) % 12 for p in codec.base_pitch_of[b] if p >= 0] for b in codec.bpe_to_base]
+    return dataclasses.replace(
+        cfg,
+        vocab_size=vocab,
+        bar_token_ids=np.flatnonzero(codec.starts_bar).tolist(),
+        token_pitch_classes=pcs if cfg.key_profile else [],
+    )
+
+
+def planner_without_tokenizer(cfg: PlannerConfig, vocab: int) -> PlannerConfig:
+    """A config's model at a vocabulary size with no tokenizer behind it (parameter counts, throughput): token 4
+    starts a bar and no token holds a note."""
+    pcs = [[] for _ in range(vocab)] if cfg.key_profile else []
+    return dataclasses.replace(cfg, vocab_size=vocab, bar_token_ids=[4], token_pitch_classes=pcs)
 
 
 def build_planner(cfg: PlannerConfig) -> SymbolicPlanner:

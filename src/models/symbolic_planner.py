@@ -13,6 +13,10 @@ song-level conditions to every token's distribution (a key's scale, an emotion's
 instruments), which cross-attention alone left unused at the tiny size (key and emotion changed the
 loss by < 0.001 nats: docs/benchmarks.md). Added to the decoder's input instead, it swamped the tied
 token embeddings (std 0.02) and stalled training.
+With ``key_profile``, plus a learned key profile: 2 x 12 weights (mode x pitch class above the tonic,
+zero-initialised), rolled to the key's tonic and summed over the pitch classes each token holds, so
+every key's pieces train the same 24 numbers (a transposition-equivariant path from the key to the
+pitches; the null key adds nothing). cond_bias has to learn each of the 24 keys' scale on its own.
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ class PlannerConfig:
     n_programs: int = DRUMS + 1  # GM 0..127 + drums
     cond_bias: bool = False  # a logit bias from the pooled fixed conditions (False: checkpoints before it)
     bar_token_ids: list[int] = field(default_factory=list)  # BPE ids that start a bar
+    key_profile: bool = False  # a learned key-relative pitch-class bias (False: checkpoints before it)
+    key_profile_gain: float = 1.0  # the profile is gain x its weights: its learning rate, x gain under Adam
+    token_pitch_classes: list[list[int]] = field(default_factory=list)  # per BPE id, its notes' pitch classes
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -154,6 +161,17 @@ class SymbolicPlanner(nn.Module):
         self.apply(self._init)
         if self.cond_bias is not None:  # starts as the model without it
             nn.init.zeros_(self.cond_bias.weight)
+        if cfg.key_profile:
+            if len(cfg.token_pitch_classes) != cfg.vocab_size:
+                raise ValueError("key_profile needs token_pitch_classes for every token (builders fill it)")
+            counts = torch.zeros(cfg.vocab_size, 12)
+            for i, pcs in enumerate(cfg.token_pitch_classes):
+                for pc in pcs:
+                    counts[i, pc] += 1
+            self.register_buffer("pc_counts", counts, persistent=False)  # (V, 12)
+            self.key_profile = nn.Parameter(torch.zeros(2 * 12))  # (mode * 12 + interval above the tonic)
+        else:
+            self.key_profile = None
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -215,11 +233,28 @@ class SymbolicPlanner(nn.Module):
         n = self.starts_bar[idx].cumsum(1) - 1
         return n.clamp(0, self.cfg.max_bars - 1)
 
-    def decode(self, idx, memory, mem_mask, bars, start_pos: int = 0, cache: list | None = None):
-        """idx (B, T) -> logits (B, T, V). With ``cache``, idx holds only the new positions."""
+    @staticmethod
+    def degrees(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """key (B,) long (tonic + 12 * minor; NULL_KEY = none) -> each pitch class's degree in it, mode * 12 +
+        interval above the tonic (B, 12), and whether the key is known (B, 1)."""
+        tonic, minor = key % 12, (key // 12).clamp(max=1)
+        interval = (torch.arange(12, device=key.device)[None] - tonic[:, None]) % 12
+        return minor[:, None] * 12 + interval, (key < NULL_KEY)[:, None]
+
+    def key_bias(self, key: torch.Tensor) -> torch.Tensor:
+        """key (B,) -> (B, V) logit bias of the learned key profile (zero for an unknown key)."""
+        degree, known = self.degrees(key)
+        profile = self.cfg.key_profile_gain * self.key_profile[degree] * known  # (B, 12) per pitch class
+        return profile @ self.pc_counts.T
+
+    def decode(self, idx, memory, mem_mask, bars, start_pos: int = 0, cache: list | None = None, key=None):
+        """idx (B, T) -> logits (B, T, V). With ``cache``, idx holds only the new positions; ``key`` (B,):
+        the key condition, for the key profile (needed when the model has one)."""
         T = idx.shape[1]
         if start_pos + T > self.cfg.block_size:
             raise ValueError(f"sequence of {start_pos + T} exceeds block_size {self.cfg.block_size}")
+        if self.key_profile is not None and key is None:
+            raise ValueError("this planner has a key profile: decode needs the key condition")
         pos = torch.arange(start_pos, start_pos + T, device=idx.device)
         x = self.tok(idx) + self.pos(pos) + self.bar_pos(bars)  # (B, T, D)
         for i, blk in enumerate(self.decoder):
@@ -227,9 +262,11 @@ class SymbolicPlanner(nn.Module):
         logits = self.head(self.ln_f(x))  # (B, T, V)
         if self.cond_bias is not None:  # memory (B, S, D): its first n_fixed slots are the song-level conditions
             logits = logits + self.cond_bias(memory[:, : self.n_fixed].mean(1))[:, None]
+        if self.key_profile is not None:
+            logits = logits + self.key_bias(key)[:, None]
         return logits
 
     def forward(self, idx: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
         """idx (B, T) token ids -> logits (B, T, V)."""
         memory, mem_mask = self.encode(cond)
-        return self.decode(idx, memory, mem_mask, self.bar_numbers(idx))
+        return self.decode(idx, memory, mem_mask, self.bar_numbers(idx), key=cond["key"])
