@@ -24,17 +24,24 @@ from src.music.tokenizer import TokenCodec
 from src.music.vocab import DRUMS
 
 
+def fold_octaves(pitches: np.ndarray, program: int) -> np.ndarray:
+    """Pitches moved by octaves into ``program``'s playable range (as far as the range allows)."""
+    low, high = PLAYABLE_RANGE.get(program, (0, 127))
+    pitches = pitches.copy()
+    while (pitches < low).any() and low + 12 <= high + 1:
+        pitches[pitches < low] += 12
+    while (pitches > high).any() and high - 12 >= low - 1:
+        pitches[pitches > high] -= 12
+    return pitches
+
+
 def playable(band: np.ndarray, program: int) -> tuple[np.ndarray, int, int]:
     """(N, 4) notes (start, duration, pitch, drum) made playable by one player of ``program``: pitches folded by
     octaves into its range, and where more notes sound than the player has, the later and lower ones dropped.
     Returns (notes, notes moved, notes dropped)."""
     band = band[np.lexsort((-band[:, 2], band[:, 0]))].copy()  # by start, highest first
-    low, high = PLAYABLE_RANGE.get(program, (0, 127))
     before = band[:, 2].copy()
-    while (band[:, 2] < low).any() and low + 12 <= high + 1:
-        band[band[:, 2] < low, 2] += 12
-    while (band[:, 2] > high).any() and high - 12 >= low - 1:
-        band[band[:, 2] > high, 2] -= 12
+    band[:, 2] = fold_octaves(before, program)
     moved = int((band[:, 2] != before).sum())
     most = max_voices(program)
     if most is None:
@@ -51,16 +58,12 @@ def fold_into_ranges(score: Any) -> tuple[Any, int]:
     (pitch classes, and so the key, kept; no note added or dropped). Returns (score, notes moved)."""
     out, moved = score.copy(), 0
     for track in out.tracks:
-        if track.is_drum or track.program not in PLAYABLE_RANGE:
+        if track.is_drum:
             continue
-        low, high = PLAYABLE_RANGE[track.program]
-        for note in track.notes:
-            pitch = note.pitch
-            while pitch < low and low + 12 <= high + 1:
-                pitch += 12
-            while pitch > high and high - 12 >= low - 1:
-                pitch -= 12
-            moved += pitch != note.pitch
+        before = np.array([n.pitch for n in track.notes], dtype=np.int64)
+        after = fold_octaves(before, track.program)
+        moved += int((after != before).sum())
+        for note, pitch in zip(track.notes, after.tolist()):
             note.pitch = pitch
     return out, moved
 

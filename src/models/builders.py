@@ -19,13 +19,11 @@ def resolve_planner_config(cfg: PlannerConfig, codec: TokenCodec) -> PlannerConf
     vocab = len(codec.bpe_to_base)
     if cfg.vocab_size not in (0, vocab):
         raise ValueError(f"model.vocab_size={cfg.vocab_size} but the tokenizer has {vocab} tokens (use 0 = auto)")
-    pcs = [[int(p) % 12 for p in codec.base_pitch_of[b] if p >= 0] for b in codec.bpe_to_base]
-    return dataclasses.replace(
-        cfg,
-        vocab_size=vocab,
-        bar_token_ids=np.flatnonzero(codec.starts_bar).tolist(),
-        token_pitch_classes=pcs if cfg.key_profile else [],
-    )
+    pcs = []  # per token, its notes' pitch classes: only a key profile reads them
+    if cfg.key_profile:
+        pcs = [[int(p) % 12 for p in codec.base_pitch_of[b] if p >= 0] for b in codec.bpe_to_base]
+    starts = np.flatnonzero(codec.starts_bar).tolist()
+    return dataclasses.replace(cfg, vocab_size=vocab, bar_token_ids=starts, token_pitch_classes=pcs)
 
 
 def planner_without_tokenizer(cfg: PlannerConfig, vocab: int) -> PlannerConfig:

@@ -124,7 +124,7 @@ class PlannerStepper:
             sets.append(parallel_conditions(cond) if negative else without(cond, ("key", "emotion"), self.model.cfg))
         cond = {k: torch.cat([s[k] for s in sets]) for k in cond}
         self.memory, self.mem_mask = self.model.encode(cond)
-        self.key = cond["key"]  # (branches * B,)
+        self.biases = self.model.logit_biases(self.memory, cond["key"])  # once a window: (branches * B, V) each
         self.window, self.bar0 = window, bar0
         self.cache = [{} for _ in self.model.decoder] if self.cfg.use_cache else None
         return self._run(window, 0)
@@ -133,7 +133,7 @@ class PlannerStepper:
         n = self.cfg.branches  # every branch reads the same tokens: (B, t) -> (n * B, t)
         bars = self.model.bar_numbers(self.window)[:, start : start + idx.shape[1]].repeat(n, 1)
         idx = idx.repeat(n, 1)
-        out = self.model.decode(idx, self.memory, self.mem_mask, bars, start, self.cache, self.key)[:, -1]
+        out = self.model.decode(idx, self.memory, self.mem_mask, bars, start, self.cache, biases=self.biases)[:, -1]
         cond, *others = out.chunk(n)  # n x (B, V): the conditions, [null], [mode guidance's negative]
         logits = cond
         if self.cfg.guidance != 1.0:

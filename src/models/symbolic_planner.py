@@ -247,23 +247,34 @@ class SymbolicPlanner(nn.Module):
         profile = self.cfg.key_profile_gain * self.key_profile[degree] * known  # (B, 12) per pitch class
         return profile @ self.pc_counts.T
 
-    def decode(self, idx, memory, mem_mask, bars, start_pos: int = 0, cache: list | None = None, key=None):
-        """idx (B, T) -> logits (B, T, V). With ``cache``, idx holds only the new positions; ``key`` (B,):
-        the key condition, for the key profile (needed when the model has one)."""
+    def logit_biases(self, memory: torch.Tensor, key: torch.Tensor) -> list[torch.Tensor]:
+        """The song-level logit biases, each (B, V), in the order decode adds them: the condition bias (from the
+        memory's fixed slots), the key profile (from the key (B,)). They are the same at every position."""
+        biases = []
+        if self.cond_bias is not None:  # memory (B, S, D): its first n_fixed slots are the song-level conditions
+            biases.append(self.cond_bias(memory[:, : self.n_fixed].mean(1)))
+        if self.key_profile is not None:
+            biases.append(self.key_bias(key))
+        return biases
+
+    def decode(self, idx, memory, mem_mask, bars, start_pos: int = 0, cache: list | None = None, key=None, biases=None):
+        """idx (B, T) -> logits (B, T, V). With ``cache``, idx holds only the new positions. ``biases``:
+        :meth:`logit_biases` of this memory and key, when the caller keeps them (a sampler, once a window);
+        otherwise they are computed here from ``key`` (B,), needed when the model has a key profile."""
         T = idx.shape[1]
         if start_pos + T > self.cfg.block_size:
             raise ValueError(f"sequence of {start_pos + T} exceeds block_size {self.cfg.block_size}")
-        if self.key_profile is not None and key is None:
+        if biases is None and self.key_profile is not None and key is None:
             raise ValueError("this planner has a key profile: decode needs the key condition")
         pos = torch.arange(start_pos, start_pos + T, device=idx.device)
         x = self.tok(idx) + self.pos(pos) + self.bar_pos(bars)  # (B, T, D)
         for i, blk in enumerate(self.decoder):
             x = blk(x, memory, mem_mask, causal=True, cache=None if cache is None else cache[i])
         logits = self.head(self.ln_f(x))  # (B, T, V)
-        if self.cond_bias is not None:  # memory (B, S, D): its first n_fixed slots are the song-level conditions
-            logits = logits + self.cond_bias(memory[:, : self.n_fixed].mean(1))[:, None]
-        if self.key_profile is not None:
-            logits = logits + self.key_bias(key)[:, None]
+        if biases is None:  # after the decoder, so training's gradients sum in the order its checkpoints were made
+            biases = self.logit_biases(memory, key)
+        for bias in biases:
+            logits = logits + bias[:, None]
         return logits
 
     def forward(self, idx: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
