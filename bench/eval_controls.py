@@ -1,7 +1,7 @@
 """Controls the model follows: a grid of requests, what the model wrote (raw) beside what was delivered.
 
     .venv/bin/python -m bench.eval_controls [--checkpoints A.pt B.pt] [--seeds 8] [--bars 8] \
-        [--guidance 1 1.5 2 3] [--mode_guidance 0 2 4 [--mode_negative null|parallel]] [--sweep_last N] \
+        [--guidance 1 1.5 2 3] [--mode_guidance 0 2 4 [--mode_negative null|parallel|relative]] [--sweep_last N] \
         [--mode_only | --parts_only] [--out docs/results/controls_tiny.json]
 
 For each checkpoint (default: the tiny supervised and aligned planners) the grid is every style the
@@ -21,12 +21,13 @@ before re-sampling, transposition, parallel-mode mapping, voice reassignment and
   note when held to the named ones.
 
 Then the guidance sweep (the no-key, no-instrument cells at each ``--guidance``; with ``--mode_only`` too, at
-each ``--mode_guidance`` > 0: sampling pushed away from the logits with key and emotion unknown, or in the
-parallel mode), plain sampling (the grammar only: no metre, program or position masks) beside the generator's
-masks, metre: 3/4 and 6/8 requests, raw share of songs whose tokens carry only the requested time signature,
-and parts: a solo cello, a solo trumpet and "fiddle and flute" with the part limits (src/generation/limits.py)
-on and off: notes on the named programs, in range, solo parts within one player's notes at once, and two named
-parts that both play through the song (each starts notes in at least half its bars). The measure's ceiling:
+each ``--mode_guidance`` > 0: sampling pushed away from the logits with key and emotion unknown, in the
+parallel mode or in the relative key), plain sampling (the grammar only: no metre, program or position masks)
+beside the generator's masks, metre: 3/4 and 6/8 requests, raw share of songs whose tokens carry only the
+requested time signature, and parts: a solo cello, a solo trumpet and "fiddle and flute" with the part limits
+(src/generation/limits.py) on and off: notes on the named programs, in range, solo parts within one player's
+notes at once, and two named parts that both play through the song (each starts notes in at least half its
+bars). The measure's ceiling:
 the same mode estimate over the first ``--bars`` bars of the real validation pieces of each style and emotion
 (Krumhansl key finding is unsure over a few bars: a real minor chorale often opens on its relative major).
 ``--mode_only`` runs the no-key, no-instrument cells alone; ``--parts_only`` the parts sweep alone, for every
@@ -53,10 +54,11 @@ from src.generation.config import GenerationConfig
 from src.generation.demos import DEMOS
 from src.generation.song import SongGenerator, SongRequest
 from src.models.builders import codec_from_checkpoint, load_planner
+from src.models.sampling import MODE_NEGATIVES
 from src.models.text_encoder import embed_texts
 from src.music.form import parse_form
 from src.music.instruments import PROMPT_INSTRUMENTS, instruments_in_prompt, max_voices
-from src.music.theory import estimate_key
+from src.music.theory import estimate_key, key_name, parse_key, relative_key
 from src.music.vocab import DRUMS, EMOTIONS, HIGH_AROUSAL, mode_of
 from src.training.symbolic import data_stats
 from src.utils.config import load_config
@@ -81,6 +83,10 @@ def song_checks(facts: dict, req: SongRequest, named: bool, threshold: float) ->
     }
     if req.key:
         checks["key"] = out["key"] == facts["key_plan"]["key"]
+    elif facts["key_plan"]["key"]:  # the key the plan gave the model: written, or its relative key (the same notes)
+        planned = parse_key(facts.get("conditioned_key") or facts["key_plan"]["key"])
+        checks["raw_plan_key"] = raw["key"] == key_name(*planned)
+        checks["raw_relative_key"] = raw["key"] == key_name(*relative_key(*planned))
     if named:
         checks["named_share"] = out["named_share"]
     for side, f in (("raw", raw), ("delivered", out)):
@@ -114,7 +120,8 @@ def run_grid(
     rows = []
     for cell, req in tqdm(cells, desc=desc, unit="song"):
         song = gen.generate(req, text[req.prompt], parse_form(req.form, req.bars_per_section))
-        rows.append({**cell, "key_plan": song.facts["key_plan"]["key"], "facts": song.facts})
+        rows.append({**cell, "key_plan": song.facts["key_plan"]["key"], "raw_key": song.facts["raw"]["key"]})
+        rows[-1]["facts"] = song.facts
     return rows
 
 
@@ -147,7 +154,7 @@ def main() -> None:
         default=[0.0],
         help="mode guidance scales for the no-key, no-instrument cells (0 = off)",
     )
-    ap.add_argument("--mode_negative", choices=["null", "parallel"], default="null", help="mode guidance's negative")
+    ap.add_argument("--mode_negative", choices=MODE_NEGATIVES, default="null", help="mode guidance's negative")
     ap.add_argument(
         "--sweep_last",
         type=int,
@@ -278,7 +285,8 @@ def main() -> None:
     print(f"# Controls, raw and delivered ({machine()}, {result['seconds']} s)\n")
     print(table(result["by_key_and_instruments"], ["checkpoint", "key_given", "instruments", "songs", *cols]))
     print("\n## Mode without a key (the key plan), guidance 1\n")
-    print(table(result["mode_by_style_emotion"], ["checkpoint", "style", "emotion", "songs", "raw_mode", "mode"]))
+    cols = ["songs", "raw_mode", "raw_plan_key", "raw_relative_key", "mode"]
+    print(table(result["mode_by_style_emotion"], ["checkpoint", "style", "emotion", *cols]))
     if "mode_real" in result:
         print(f"\n## The same mode estimate over the first {args.bars} bars of real validation pieces (its ceiling)\n")
         print(table(result["mode_real"], ["checkpoint", "style", "emotion", "songs", "raw_mode"]))
@@ -287,7 +295,8 @@ def main() -> None:
         cols = ["songs", "raw_mode", "mode", "raw_arousal", "fix_resampled", "fix_parallel_mode"]
         print(table(result["mode_guidance_all"], ["checkpoint", "mode_guidance", *cols]))
         print()
-        print(table(result["mode_guidance"], ["checkpoint", "mode_guidance", "style", "emotion", "songs", "raw_mode"]))
+        cols = ["songs", "raw_mode", "raw_plan_key", "raw_relative_key"]
+        print(table(result["mode_guidance"], ["checkpoint", "mode_guidance", "style", "emotion", *cols]))
     print("\n## Guidance sweep (no key, no instrument)\n")
     print(table(result["guidance_sweep"], ["checkpoint", "guidance", "songs", "raw_mode", "raw_arousal", "raw_tempo"]))
     print("\n## Metre and plain sampling\n")

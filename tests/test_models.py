@@ -33,6 +33,7 @@ from src.music.conditions import (
     parallel_conditions,
     relative_conditions,
 )
+from src.music.theory import relative_key
 from src.music.vocab import EMOTIONS
 from src.training.symbolic import SymbolicConfig
 from src.utils.checkpoint import load_checkpoint, save_checkpoint
@@ -153,7 +154,7 @@ def test_parallel_conditions_flip_the_mode_and_the_valence_only():
 
 def test_mode_guidance_pushes_away_from_its_negative():
     """Mode guidance adds scale x (logits - the negative's logits) to the (CFG-guided) logits; the negative is
-    key and emotion unknown, or the parallel mode's."""
+    key and emotion unknown, the parallel mode's or the relative key's."""
     m = tiny_model(cond_bias=True)
     torch.nn.init.normal_(m.cond_bias.weight)
     cond = some_cond(m.cfg, 1)
@@ -174,8 +175,12 @@ def test_mode_guidance_pushes_away_from_its_negative():
     torch.testing.assert_close(both, cfg_guided + 2.0 * (plain - par), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="mode_guidance"):
         SamplingConfig(mode_guidance=-1.0)
+    rel = logits(relative_conditions(cond))
+    torch.testing.assert_close(
+        logits(cond, mode_guidance=2.0, mode_negative="relative"), plain + 2.0 * (plain - rel), atol=1e-5, rtol=1e-5
+    )
     with pytest.raises(ValueError, match="mode_negative"):
-        SamplingConfig(mode_negative="relative")
+        SamplingConfig(mode_negative="dorian")
 
 
 def test_relative_conditions_keep_the_notes_and_move_the_tonic():
@@ -185,6 +190,10 @@ def test_relative_conditions_keep_the_notes_and_move_the_tonic():
     cond["emotion"] = torch.tensor([EMOTIONS.index("HAPPY"), EMOTIONS.index("SAD"), len(EMOTIONS), 0])
     rel = relative_conditions(cond)
     assert rel["key"].tolist() == [21, 0, 5, NULL_KEY]  # A minor, C major, F major; unknown stays unknown
+    for key in range(24):  # the same relative key as the one the bench names (tonic + 12 x minor)
+        tonic, mode = relative_key(key % 12, "minor" if key >= 12 else "major")
+        moved = relative_conditions(cond | {"key": torch.tensor([key] * 4)})["key"]
+        assert moved.tolist() == [tonic + 12 * (mode == "minor")] * 4
     assert rel["emotion"].tolist() == parallel_conditions(cond)["emotion"].tolist()
     assert all(torch.equal(rel[k], cond[k]) for k in cond if k not in ("key", "emotion"))
 

@@ -13,8 +13,19 @@ import numpy as np
 import torch
 
 from src.models.symbolic_planner import SymbolicPlanner
-from src.music.conditions import null_conditions, parallel_conditions, without
+from src.music.conditions import null_conditions, parallel_conditions, relative_conditions, without
 from src.music.tokenizer import BOS, EOS, MASK, PAD, TokenCodec
+
+MODE_NEGATIVES = ("null", "parallel", "relative")
+
+
+def mode_negative(cond: dict[str, torch.Tensor], name: str, shape) -> dict[str, torch.Tensor]:
+    """Mode guidance's negative conditions (one of MODE_NEGATIVES)."""
+    if name == "parallel":
+        return parallel_conditions(cond)
+    if name == "relative":
+        return relative_conditions(cond)
+    return without(cond, ("key", "emotion"), shape)
 
 
 @dataclass
@@ -24,7 +35,8 @@ class SamplingConfig:
     top_p: float = 1.0  # 1 = off
     guidance: float = 1.0  # classifier-free guidance scale; 1 = off
     # mode guidance: + scale * (logits under the conditions - logits under the negative: key and emotion unknown
-    # ("null") or in the parallel mode ("parallel")); 0 = off. What the model itself takes from its key and emotion,
+    # ("null"), in the parallel mode ("parallel": A minor against A major) or in the relative key ("relative": A minor
+    # against C major, the same notes on another tonic)); 0 = off. What the model itself takes from its key and emotion,
     # amplified (a negative prompt), not a rewrite of its notes.
     mode_guidance: float = 0.0
     mode_negative: str = "null"
@@ -39,8 +51,8 @@ class SamplingConfig:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if self.mode_guidance < 0:
             raise ValueError(f"mode_guidance must be >= 0, got {self.mode_guidance}")
-        if self.mode_negative not in ("null", "parallel"):
-            raise ValueError(f"mode_negative must be 'null' or 'parallel', got {self.mode_negative!r}")
+        if self.mode_negative not in MODE_NEGATIVES:
+            raise ValueError(f"mode_negative must be one of {', '.join(MODE_NEGATIVES)}, got {self.mode_negative!r}")
 
     @property
     def branches(self) -> int:
@@ -120,8 +132,7 @@ class PlannerStepper:
         if self.cfg.guidance != 1.0:
             sets.append(null_conditions(cond, self.model.cfg))
         if self.cfg.mode_guidance > 0:
-            negative = self.cfg.mode_negative == "parallel"
-            sets.append(parallel_conditions(cond) if negative else without(cond, ("key", "emotion"), self.model.cfg))
+            sets.append(mode_negative(cond, self.cfg.mode_negative, self.model.cfg))
         cond = {k: torch.cat([s[k] for s in sets]) for k in cond}
         self.memory, self.mem_mask = self.model.encode(cond)
         self.biases = self.model.logit_biases(self.memory, cond["key"])  # once a window: (branches * B, V) each

@@ -70,6 +70,11 @@ def key_name(tonic: int, mode: str) -> str:
     return f"{PITCH_CLASSES[tonic]} {mode}"
 
 
+def relative_key(tonic: int, mode: str) -> tuple[int, str]:
+    """The key with the same notes on another tonic: A minor <-> C major."""
+    return ((tonic + 3) % 12, "major") if mode == "minor" else ((tonic + 9) % 12, "minor")
+
+
 def parse_key(text: str) -> tuple[int, str]:
     """``'F# minor'``, ``'Bbm'``, ``'C'`` -> (tonic pitch class, mode); ValueError otherwise."""
     m = re.fullmatch(r"\s*([A-Ga-g])([#b]?)\s*(m|min|minor|maj|major)?\s*", text)
