@@ -55,11 +55,13 @@ force_flag=(); [ "$force" = 1 ] && force_flag=(--force)
 timed "5 demo songs" "$PY" -m src.generation.demos --config "$config_dir/generation.yaml" --preset "$preset" ${force_flag[@]+"${force_flag[@]}"}
 
 out=$(config_value "$config_dir/generation.yaml" output_dir)
-# 6. the evaluation report: supervised vs aligned planner on held-out conditions (redone when either changes)
+# 6. the evaluation report: supervised vs aligned planner on held-out conditions (redone when either changes, or
+# the sampling defaults and controls of generation.yaml, or eval.yaml)
 supervised="$(config_value "$config_dir/symbolic_$preset.yaml" out_dir)/best.pt"
 aligned="$(config_value "$config_dir/alignment_$preset.yaml" out_dir)/best.pt"
 eval_report="$out/eval/$preset/report.md"
-if [ "$force" = 0 ] && [ -f "$eval_report" ] && [ "$eval_report" -nt "$supervised" ] && [ "$eval_report" -nt "$aligned" ]; then
+if [ "$force" = 0 ] && [ -f "$eval_report" ] && [ "$eval_report" -nt "$supervised" ] && [ "$eval_report" -nt "$aligned" ] \
+  && [ "$eval_report" -nt "$config_dir/generation.yaml" ] && [ "$eval_report" -nt "$config_dir/eval.yaml" ]; then
   echo "=== 6 evaluation report: up to date ($eval_report)"
 else
   timed "6 evaluation report" "$PY" -m src.eval --checkpoint "$supervised" --checkpoint "$aligned" \

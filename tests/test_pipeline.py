@@ -116,6 +116,14 @@ def test_full_pipeline_micro(tmp_path):
     assert (tmp_path / "ckpt/aligned/micro/last.pt").stat().st_mtime == a_mtime
     assert demos[0].stat().st_mtime == demo_mtime
     assert "6 evaluation report: up to date" in second.stdout
+    # a newer generation config (the report's sampling defaults) redoes the report, and only the report
+    gen_yaml = cfg_dir / "generation.yaml"
+    report_mtime = report.stat().st_mtime
+    os.utime(gen_yaml, (report_mtime + 5, report_mtime + 5))
+    third = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "6 evaluation report: up to date" not in third.stdout and "=== 6 evaluation report" in third.stdout
+    assert report.stat().st_mtime > report_mtime and demos[0].stat().st_mtime == demo_mtime
 
 
 @pytest.mark.slow
