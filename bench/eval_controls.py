@@ -2,15 +2,16 @@
 
     .venv/bin/python -m bench.eval_controls [--checkpoints A.pt B.pt] [--seeds 8] [--bars 8] \
         [--guidance 1 1.5 2 3] [--mode_guidance 0 2 4 [--mode_negative null|parallel|relative]] [--sweep_last N] \
-        [--mode_only | --parts_only] [--out docs/results/controls_tiny.json]
+        [--mode_only | --parts_only] [--out docs/results/controls_tiny.json] [--generation_config FILE]
 
 For each checkpoint (default: the tiny supervised and aligned planners) the grid is every style the
 checkpoint knows x the four emotions x ``--seeds`` seeds, with and without a key (each emotion's demo key),
 and with no instrument, the style's own instrument, or two melody instruments ("fiddle and flute") named
 in a neutral prompt ("a folk piece", "a folk piece for fiddle"); tempo is the emotion's default. Every song
-goes through stage 5's song generator with its sampling defaults (config/generation.yaml; before round 6 this
-bench sampled at temperature 1, top-p 1); ``facts["raw"]`` is the first sample as the model wrote it,
-before re-sampling, transposition, parallel-mode mapping, voice reassignment and the tempo rewrite.
+goes through stage 5's song generator with its sampling defaults (``--generation_config``, by default
+config/generation.yaml; before round 6 this bench sampled at temperature 1, top-p 1); ``facts["raw"]`` is the
+first sample as the model wrote it, before re-sampling, transposition, parallel-mode mapping, voice reassignment
+and the tempo rewrite.
 
 - valence = the estimated mode against the emotion's (major for HAPPY and PEACEFUL);
 - arousal = onsets per second at the requested tempo on the emotion's side of the labels' threshold;
@@ -165,9 +166,12 @@ def main() -> None:
     only.add_argument("--mode_only", action="store_true", help="only the no-key, no-instrument cells, no sweeps")
     only.add_argument("--parts_only", action="store_true", help="only the parts sweep, for every checkpoint")
     ap.add_argument("--out", default="docs/results/controls_tiny.json")
+    ap.add_argument(
+        "--generation_config", default="config/generation.yaml", help="stage 5's sampling defaults and controls"
+    )
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    gcfg = load_config(GenerationConfig, "config/generation.yaml")
+    gcfg = load_config(GenerationConfig, args.generation_config)
     threshold = arousal_threshold(args.data_dir)
     form = f"a:{args.bars // 2},b:{args.bars - args.bars // 2}"
     result: dict[str, Any] = {"machine": machine(), "args": vars(args), "arousal_threshold": threshold}
