@@ -85,7 +85,7 @@ def song_checks(facts: dict, req: SongRequest, named: bool, threshold: float) ->
     if req.key:
         checks["key"] = out["key"] == facts["key_plan"]["key"]
     elif facts["key_plan"]["key"]:  # the key the plan gave the model: written, or its relative key (the same notes)
-        planned = parse_key(facts.get("conditioned_key") or facts["key_plan"]["key"])
+        planned = parse_key(facts["conditioned_key"])  # the plan's key (tonic C for a key-relative planner)
         checks["raw_plan_key"] = raw["key"] == key_name(*planned)
         checks["raw_relative_key"] = raw["key"] == key_name(*relative_key(*planned))
     if named:
@@ -121,8 +121,8 @@ def run_grid(
     rows = []
     for cell, req in tqdm(cells, desc=desc, unit="song"):
         song = gen.generate(req, text[req.prompt], parse_form(req.form, req.bars_per_section))
-        rows.append({**cell, "key_plan": song.facts["key_plan"]["key"], "raw_key": song.facts["raw"]["key"]})
-        rows[-1]["facts"] = song.facts
+        facts = song.facts
+        rows.append({**cell, "key_plan": facts["key_plan"]["key"], "raw_key": facts["raw"]["key"], "facts": facts})
     return rows
 
 

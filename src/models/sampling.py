@@ -13,13 +13,13 @@ import numpy as np
 import torch
 
 from src.models.symbolic_planner import SymbolicPlanner
-from src.music.conditions import null_conditions, parallel_conditions, relative_conditions, without
+from src.music.conditions import ConditionShape, null_conditions, parallel_conditions, relative_conditions, without
 from src.music.tokenizer import BOS, EOS, MASK, PAD, TokenCodec
 
 MODE_NEGATIVES = ("null", "parallel", "relative")
 
 
-def mode_negative(cond: dict[str, torch.Tensor], name: str, shape) -> dict[str, torch.Tensor]:
+def mode_negative(cond: dict[str, torch.Tensor], name: str, shape: ConditionShape) -> dict[str, torch.Tensor]:
     """Mode guidance's negative conditions (one of MODE_NEGATIVES)."""
     if name == "parallel":
         return parallel_conditions(cond)

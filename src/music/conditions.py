@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from src.music.form import Section, plan_of, section_labels
-from src.music.theory import key_name, parse_key
+from src.music.theory import key_name, parse_key, relative_key
 from src.music.vocab import EMOTIONS, PARALLEL_EMOTION, STYLES, TIME_SIGNATURES
 
 # the fields condition dropout drops one by one (in this order: the columns of its mask)
@@ -33,6 +33,11 @@ CONDITION_TENSORS = (
     "plan_mask",
 )
 NULL_KEY = 24  # keys are tonic + 12 * minor: 0..23
+# each key id's relative key id (theory.relative_key); the null key stays null
+RELATIVE_KEY_IDS = torch.tensor(
+    [t + 12 * (m == "minor") for t, m in (relative_key(k % 12, "minor" if k >= 12 else "major") for k in range(24))]
+    + [NULL_KEY]
+)
 
 
 class ConditionShape(Protocol):
@@ -241,9 +246,7 @@ def relative_conditions(cond: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     the emotion's valence flipped (a null key or emotion stays null); with the parallel mode, the mode contrast's
     second negative: the parallel one alone is met by the minor key's notes on the relative major's tonic."""
     out = parallel_conditions(cond)
-    key = cond["key"]
-    minor = key >= 12
-    out["key"] = torch.where(key < NULL_KEY, torch.where(minor, (key - 12 + 3) % 12, (key + 9) % 12 + 12), key)
+    out["key"] = RELATIVE_KEY_IDS.to(cond["key"].device)[cond["key"]]
     return out
 
 
