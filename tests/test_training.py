@@ -22,7 +22,7 @@ from src.music.conditions import NULL_KEY, Conditions, batch
 from src.music.theory import parse_key
 from src.music.tokenizer import BOS, IGNORE, TokenCodec, load_tokenizer, note_multiset
 from src.music.vocab import DRUMS, EMOTIONS
-from src.training.datasets import AudioPairDataset, PlannerDataset, TokenDataset
+from src.training.datasets import AudioPairDataset, PlannerDataset, TokenDataset, balanced_repeats
 from src.training.dpo import dpo_loss, reference_copy, sequence_logps
 from src.training.symbolic import SymbolicConfig, mode_contrast_loss, train
 from src.utils.config import save_config
@@ -70,6 +70,41 @@ def test_parallel_mode_augmentation_flips_mode_emotion_and_withholds_the_caption
     half = TokenDataset(dcfg.processed_dir, "train", 0, 0, codec, parallel_mode=0.5)
     share = np.mean([half.ids_and_shift(i)[2] for i in range(len(half))])
     assert 0.25 < share < 0.75 and half.ids_and_shift(3)[2] == half.ids_and_shift(3)[2]  # seeded
+
+
+def test_balance_draws_the_rarer_mode_of_each_style_more_often():
+    """Temperature sampling over (style, mode): 0 leaves the data as it is, 1 evens each style's modes, a style
+    with one mode is untouched."""
+    rows = [{"style": "FOLK", "mode": "major"}] * 9 + [{"style": "FOLK", "mode": "minor"}] * 1
+    rows += [{"style": "JAZZ", "mode": "minor"}] * 3
+
+    def seen(balance: float) -> Counter:
+        return Counter(
+            (r["style"], r["mode"]) for r, n in zip(rows, balanced_repeats(rows, balance).tolist()) for _ in range(n)
+        )
+
+    assert seen(0.0) == Counter({("FOLK", "major"): 9, ("FOLK", "minor"): 1, ("JAZZ", "minor"): 3})
+    assert seen(0.5) == Counter({("FOLK", "major"): 9, ("FOLK", "minor"): 3, ("JAZZ", "minor"): 3})
+    assert seen(1.0) == Counter({("FOLK", "major"): 9, ("FOLK", "minor"): 9, ("JAZZ", "minor"): 3})
+
+
+def test_mode_balanced_windows_repeat_pieces_with_draws_of_their_own(micro_data):
+    """A balanced training set lists each piece as often as balanced_repeats says; a piece's first draw is the
+    unbalanced set's example, its repeats get their own augmentation."""
+    dcfg, _ = micro_data
+    codec = load_codec(dcfg.processed_dir)
+    cfg = PlannerConfig(block_size=48, max_bars=16)
+    emb = caption_embeddings(dcfg.processed_dir)
+    kw = {"revoice": 1.0, "seed": 0}
+    plain = PlannerDataset(dcfg.processed_dir, "train", cfg, codec, emb, **kw)
+    even = PlannerDataset(dcfg.processed_dir, "train", cfg, codec, emb, **kw, balance=1.0)
+    repeats = balanced_repeats(plain.pieces.rows, 1.0)
+    assert repeats.max() > 1 and len(even) == repeats.sum() > len(plain)
+    assert even.draws[0] == (0, 0) and plain.draws[0] == (0, 0)
+    assert np.array_equal(even.pieces.augmented(0, 0).ids, plain.pieces.augmented(0).ids)
+    piece = int(np.flatnonzero(repeats > 1)[0])
+    copies = [even.pieces.augmented(piece, d).programs for d in range(int(repeats[piece]))]
+    assert len({tuple(p or ()) for p in copies}) > 1  # the repeats are voiced by other instruments
 
 
 def test_key_relative_pieces_sound_on_tonic_c_and_say_so(micro_data):

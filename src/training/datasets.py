@@ -71,21 +71,28 @@ class TokenDataset(Dataset):
     def ids(self, i: int) -> np.ndarray:
         return self.augmented(i).ids
 
-    def augmented(self, i: int) -> Augmented:
+    def rng(self, i: int, draw: int, *tag: int) -> np.random.Generator:
+        """The generator of one augmentation (``tag``) of piece ``i`` in this epoch; ``draw`` > 0 for a repeat of
+        the piece within the epoch (:func:`balanced_repeats`), which then gets draws of its own."""
+        return np.random.default_rng((self.seed, self.epoch, i, *tag, *((draw,) if draw else ())))
+
+    def augmented(self, i: int, draw: int = 0) -> Augmented:
         """The piece's BPE ids, with probability ``parallel_mode`` moved to the parallel mode of its key, transposed
         by a random shift, and with probability ``revoice`` each part played by another instrument that can play it
-        (:meth:`revoiced`); seeded by seed, epoch, i."""
-        ids, shift, moved = self.ids_and_shift(i)
-        if self.revoice and np.random.default_rng((self.seed, self.epoch, i, 13)).random() < self.revoice:
-            ids, programs = self.revoiced(i, ids, shift, int(moved))
+        (:meth:`revoiced`); seeded by seed, epoch, i (and draw)."""
+        ids, shift, moved = self.ids_and_shift(i, draw)
+        if self.revoice and self.rng(i, draw, 13).random() < self.revoice:
+            ids, programs = self.revoiced(i, ids, shift, int(moved), draw)
             return Augmented(ids, shift, moved, programs)
         return Augmented(ids, shift, moved, None)
 
-    def revoiced(self, i: int, ids: np.ndarray, shift: int, spread: int) -> tuple[np.ndarray, list[int] | None]:
+    def revoiced(
+        self, i: int, ids: np.ndarray, shift: int, spread: int, draw: int = 0
+    ) -> tuple[np.ndarray, list[int] | None]:
         """``ids`` (piece ``i`` transposed by ``shift``, then pitches moved by at most ``spread``) with each pitched
         part given to an instrument drawn from :func:`~src.music.instruments.revoice_choices` (no two parts to one);
         (ids, None) when a part has no other instrument or the result would leave the vocabulary."""
-        rng = np.random.default_rng((self.seed, self.epoch, i, 17))
+        rng = self.rng(i, draw, 17)
         moves: dict[int, tuple[int, int]] = {}
         for program, (low, high, voices) in sorted(self.parts(i).items()):
             taken = {dst for dst, _ in moves.values()}
@@ -126,15 +133,15 @@ class TokenDataset(Dataset):
                 reach[p] = reach.get(p, 0) + 1
         return dict(sorted(reach.items()))
 
-    def ids_and_shift(self, i: int) -> tuple[np.ndarray, int, bool]:
+    def ids_and_shift(self, i: int, draw: int = 0) -> tuple[np.ndarray, int, bool]:
         """The piece's BPE ids, with probability ``parallel_mode`` moved to the parallel mode of its key, then
         put on tonic C (``key_relative``: the nearer octave that keeps every note in the vocabulary; a piece that
-        fits neither stays in its key) or transposed by a random shift (seeded by seed, epoch, i);
+        fits neither stays in its key) or transposed by a random shift (seeded by seed, epoch, i and draw);
         returns (ids, shift, moved)."""
         row = self.rows[i]
         ids = self.stored(i)
         shift, moved = 0, False
-        if self.parallel_mode and np.random.default_rng((self.seed, self.epoch, i, 11)).random() < self.parallel_mode:
+        if self.parallel_mode and self.rng(i, draw, 11).random() < self.parallel_mode:
             other = "minor" if row["mode"] == "major" else "major"
             mapped = self.codec.parallel_mode(ids, row["key_tonic"], other)
             if mapped is not None:  # a note pushed out of range: the piece stays as it is
@@ -143,8 +150,7 @@ class TokenDataset(Dataset):
             ids, shift = self.codec.piece_on_tonic_c(ids, row["key_tonic"])
             return ids, shift, moved
         if self.transpose:
-            rng = np.random.default_rng((self.seed, self.epoch, i))
-            for s in rng.permutation(np.arange(-self.transpose, self.transpose + 1)):
+            for s in self.rng(i, draw).permutation(np.arange(-self.transpose, self.transpose + 1)):
                 shifted = self.codec.transpose(ids, int(s))
                 if shifted is not None:  # a shift that pushes a note out of range is skipped
                     return shifted, int(s), moved
@@ -154,8 +160,22 @@ class TokenDataset(Dataset):
         return {"ids": torch.from_numpy(self.ids(i)), "row": self.rows[i]}
 
 
+def balanced_repeats(rows: list[dict[str, Any]], balance: float) -> np.ndarray:
+    """How many times each piece is drawn per epoch so that each style's rarer mode is seen more often: a piece of
+    a (style, mode) cell with n pieces, in a style whose commoner mode has n_max, is drawn round((n_max / n) **
+    balance) times (temperature sampling over the cells: 0 = as the data is, 1 = both modes of a style equally
+    often)."""
+    cells: dict[tuple[str, str], int] = {}
+    for r in rows:
+        cells[r["style"], r["mode"]] = cells.get((r["style"], r["mode"]), 0) + 1
+    most = {style: max(n for (s, _), n in cells.items() if s == style) for style, _ in cells}
+    factor = {cell: max(1, round((most[cell[0]] / n) ** balance)) for cell, n in cells.items()}
+    return np.array([factor[r["style"], r["mode"]] for r in rows], dtype=np.int64)
+
+
 class PlannerDataset(Dataset):
-    """Random windows (training) or a fixed list of windows (evaluation)."""
+    """Random windows (training) or a fixed list of windows (evaluation); with ``balance`` a training epoch
+    draws each piece :func:`balanced_repeats` times, each draw with its own augmentation and window."""
 
     def __init__(
         self,
@@ -171,6 +191,7 @@ class PlannerDataset(Dataset):
         parallel_mode: float = 0.0,
         revoice: float = 0.0,
         key_relative: bool = False,
+        balance: float = 0.0,
     ):
         self.pieces = TokenDataset(
             processed_dir,
@@ -184,6 +205,9 @@ class PlannerDataset(Dataset):
         )
         self.cfg, self.codec, self.text_emb, self.seed = cfg, codec, text_emb, seed
         self.epoch = 0
+        rows = self.pieces.rows
+        repeats = balanced_repeats(rows, balance) if balance else np.ones(len(rows), np.int64)
+        self.draws = [(i, d) for i, r in enumerate(repeats.tolist()) for d in range(r)]  # (piece, its d-th draw)
         self.windows: list[tuple[int, int]] | None = None
         if eval_windows:  # deterministic: up to eval_windows non-overlapping windows per piece, each at a bar
             self.windows = []
@@ -202,7 +226,7 @@ class PlannerDataset(Dataset):
         self.pieces.set_epoch(epoch)
 
     def __len__(self) -> int:
-        return len(self.windows) if self.windows is not None else len(self.pieces)
+        return len(self.windows) if self.windows is not None else len(self.draws)
 
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         T = self.cfg.block_size
@@ -210,8 +234,8 @@ class PlannerDataset(Dataset):
             piece, start = self.windows[i]
             (ids, shift, moved), programs = self.pieces.ids_and_shift(piece), None  # no augmentation: a fixed set
         else:
-            piece = i
-            ids, shift, moved, programs = self.pieces.augmented(piece)
+            piece, draw = self.draws[i]
+            ids, shift, moved, programs = self.pieces.augmented(piece, draw)
         seq = np.concatenate([[BOS], ids, [EOS]])
         bar_start = self.codec.starts_bar[seq]
         if self.windows is None:

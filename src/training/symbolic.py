@@ -53,6 +53,9 @@ class TrainConfig(LoopConfig):
     # the song generator conditions on C in the requested mode, then transposes onto the requested tonic; the mode
     # is then the one key decision the model makes (excludes transpose)
     key_relative: bool = False
+    # each style's rarer mode drawn more often: a piece of a (style, mode) cell is drawn round((pieces of the style's
+    # commoner mode / pieces of its cell) ** balance) times an epoch (0 = off, 1 = both modes equally often)
+    balance: float = 0.0
     # weight of the mode contrast: each window's first ``contrast_tokens`` targets should be likelier under its own
     # key and emotion than under the parallel mode's (-log sigmoid of the log-likelihood difference); 0 = off
     mode_contrast: float = 0.0
@@ -82,7 +85,7 @@ class TrainConfig(LoopConfig):
             raise ValueError(
                 f"mode_contrast must be >= 0 and contrast_tokens >= 1, got {self.mode_contrast}, {self.contrast_tokens}"
             )
-        for name in ("parallel_mode", "revoice"):
+        for name in ("parallel_mode", "revoice", "balance"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         for k, p in self.cond_dropout.items():
@@ -205,6 +208,7 @@ def planner_sets(
     (no augmentation; on tonic C when key-relative). Keywords only: a positional slip once fed the re-voicing
     share to the parallel-mode augmentation."""
     augment = {"transpose": tc.transpose, "seed": tc.seed, "parallel_mode": tc.parallel_mode, "revoice": tc.revoice}
+    augment["balance"] = tc.balance  # pieces of each style's rarer mode drawn more often
     train_ds = PlannerDataset(data_dir, "train", mcfg, codec, text_emb, **augment, key_relative=tc.key_relative)
     windows = tc.eval_windows_per_piece
     val_ds = PlannerDataset(
@@ -250,6 +254,8 @@ def train(cfg: SymbolicConfig, info: DistInfo | None = None, stop_after: int | N
     if tc.revoice:
         stats["revoice"] = {"share": tc.revoice, "program_counts": train_ds.pieces.revoice_reach()}
     stats["key_relative"] = tc.key_relative  # the song generator conditions on tonic C and transposes
+    if tc.balance:
+        stats["balance"] = {"balance": tc.balance, "draws_per_epoch": len(train_ds)}
     if tc.key_relative:
         stats["off_tonic_c"] = train_ds.pieces.off_tonic_c()
         if stats["off_tonic_c"] and info.is_main:
