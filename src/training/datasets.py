@@ -8,6 +8,7 @@ BOS); its plan is the piece's repetition sections from the window's first bar on
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -165,9 +166,7 @@ def balanced_repeats(rows: list[dict[str, Any]], balance: float) -> np.ndarray:
     a (style, mode) cell with n pieces, in a style whose commoner mode has n_max, is drawn round((n_max / n) **
     balance) times (temperature sampling over the cells: 0 = as the data is, 1 = both modes of a style equally
     often)."""
-    cells: dict[tuple[str, str], int] = {}
-    for r in rows:
-        cells[r["style"], r["mode"]] = cells.get((r["style"], r["mode"]), 0) + 1
+    cells = Counter((r["style"], r["mode"]) for r in rows)
     most = {style: max(n for (s, _), n in cells.items() if s == style) for style, _ in cells}
     factor = {cell: max(1, round((most[cell[0]] / n) ** balance)) for cell, n in cells.items()}
     return np.array([factor[r["style"], r["mode"]] for r in rows], dtype=np.int64)

@@ -207,8 +207,13 @@ def planner_sets(
     """The training set (random windows, with the config's augmentations) and the fixed validation windows
     (no augmentation; on tonic C when key-relative). Keywords only: a positional slip once fed the re-voicing
     share to the parallel-mode augmentation."""
-    augment = {"transpose": tc.transpose, "seed": tc.seed, "parallel_mode": tc.parallel_mode, "revoice": tc.revoice}
-    augment["balance"] = tc.balance  # pieces of each style's rarer mode drawn more often
+    augment = {
+        "transpose": tc.transpose,
+        "seed": tc.seed,
+        "parallel_mode": tc.parallel_mode,
+        "revoice": tc.revoice,
+        "balance": tc.balance,
+    }
     train_ds = PlannerDataset(data_dir, "train", mcfg, codec, text_emb, **augment, key_relative=tc.key_relative)
     windows = tc.eval_windows_per_piece
     val_ds = PlannerDataset(
