@@ -116,6 +116,25 @@ def test_texture_counts_voices_gaps_and_runs():
     assert texture(tail, TPQ)["voices_per_beat"] == 1
 
 
+def test_silent_openings_are_bars_with_nothing_sounding_in_their_first_quarter():
+    from src.music.features import silent_openings
+
+    bar = 4 * TPQ
+    notes = np.array(
+        [
+            [3 * TPQ, TPQ, 67, 0],  # bar 0: a pickup (the first bar is never counted)
+            [bar + TPQ // 2, TPQ, 64, 0],  # bar 1: starts inside its first quarter
+            [2 * bar + 2 * TPQ, 3 * TPQ, 60, 0],  # bar 2 opens silent; held over into bar 3
+            [4 * bar + TPQ, TPQ, 62, 0],  # bar 4 opens with a quarter of rest
+        ]
+    )
+    assert silent_openings(notes, TPQ, "4/4") == [2, 4]
+    assert silent_openings(notes, TPQ, "4/4", bars=7) == [2, 4, 5, 6]
+    # bars of 3 quarters: bar 3's note starts as its first quarter ends, and is held into bar 4
+    assert silent_openings(notes, TPQ, "3/4") == [2, 3, 5]
+    assert silent_openings(notes[:0], TPQ, "4/4") == []
+
+
 def test_real_vs_generated_classifier_sees_a_difference_and_not_a_copy():
     from src.eval.evaluate import Piece, real_vs_generated
 

@@ -531,6 +531,44 @@ def test_whole_bars_close_only_once_a_note_sounds_to_the_bar_s_end(micro_checkpo
             assert reach >= bar - tpq // 2, (seed, b, reach)
 
 
+def test_first_note_finds_where_a_token_s_first_note_starts():
+    from src.generation.song import first_note
+
+    assert first_note([(0, 0), (-1, 4)]) == (0, 0)  # Position 0, then a note
+    assert first_note([(-1, 4)]) == (-1, -1)  # a note at the position before the token
+    assert first_note([(8, 0)]) == (-2, 8)  # a Position and no note
+    assert first_note([]) == (-2, -1)
+    assert first_note([(0, 0), (16, 0), (-1, 2), (24, 0)]) == (16, 24)
+
+
+def test_sounding_downbeats_every_bar_after_the_first_sounds_in_its_first_quarter(micro_checkpoint):
+    """controls.sounding_downbeats: in the tokens as sampled, every bar but the first sounds within its first
+    quarter note (a note starting there or held over the bar line), the repeat of a section included (a
+    first bar that opens with a rest is re-sampled, not copied). Without it the micro planner leaves some
+    bars silent there, so the rule is what makes the difference."""
+    from src.generation.song import SongControls, SongGenerator, SongRequest
+    from src.models.builders import codec_from_checkpoint, load_planner
+    from src.music.features import silent_openings
+
+    model, state = load_planner(micro_checkpoint)
+    codec = codec_from_checkpoint(state)
+
+    def silent_bars(ids: list[int]) -> list[int]:  # the tokens as sampled
+        raw = codec.decode(ids)
+        return silent_openings(notes_array(raw), raw.ticks_per_quarter, "4/4", 8)
+
+    silent = {}
+    for rule in (False, True):
+        g = SongGenerator(model, codec, state["data_stats"], SongControls(variation=0.0, sounding_downbeats=rule))
+        silent[rule] = [
+            silent_bars(g.generate(SongRequest(style="FOLK", seed=s), None, parse_form(form, 4)).ids)
+            for s in range(3)
+            for form in ("a:8", "a:4,a:4")
+        ]
+    assert not any(silent[True]), silent[True]
+    assert any(silent[False])
+
+
 def test_a_spent_bar_budget_closes_the_bar_even_with_whole_bars(micro_checkpoint):
     """The bar budget wins over whole bars: with a budget of 3 tokens every bar closes within a few tokens
     of it (before, whole bars kept the Bar masked, the bar grew and a guided song could run out of tokens)."""

@@ -8,6 +8,9 @@
 - Whole bars (``whole_bars``, on in config/generation.yaml; measured in docs/benchmarks.md): a bar closes
   only once one of its notes sounds into its last half beat (the tiny planner often closes a 4/4 bar after
   three beats).
+- Sounding downbeats (``sounding_downbeats``; measured in docs/benchmarks.md, "Round 11"): every bar after the
+  first sounds within its first quarter note, by a note starting there or held over the bar line (a key-relative tiny
+  planner opens some FOLK bars with a rest of half a bar, bar after bar; real inner bars almost never do).
 - Tempo is written exactly; the time signature is fixed by a token mask; ``key`` is a condition
   and the result is transposed onto the requested tonic when its estimated mode matches
   (re-sampled up to ``key_attempts`` times otherwise, then mapped to the parallel mode). Without
@@ -60,6 +63,29 @@ def timeline(codec: TokenCodec, base: np.ndarray) -> list[tuple[int, int]]:
     return out
 
 
+def first_note(events: list[tuple[int, int]]) -> tuple[int, int]:
+    """A token's (position of its first note, -1 = at the position before it, -2 = no note; its furthest
+    Position, -1 = none) from its :func:`timeline`."""
+    at, note, furthest = -1, -2, -1
+    for pos, length in events:
+        if pos >= 0:
+            at, furthest = pos, max(furthest, pos)
+        elif length > 0 and note == -2:
+            note = at
+    return note, furthest
+
+
+@dataclass(frozen=True)
+class BarRule:
+    """What each bar of a song must sound, in positions of the written metre: ``fill_to`` > 0: it closes only
+    once a note sounds to there (whole bars); ``downbeat`` > 0: a bar after the first sounds before there, by a
+    note starting there or held over the bar line."""
+
+    length: int = 0  # positions in one bar
+    fill_to: int = 0
+    downbeat: int = 0
+
+
 def attempt_progress(progress: Progress | None, attempt: int) -> Progress | None:
     """Bars planned so far over every attempt: a re-sample counts on (5 of 8 after 4 of 4) instead of
     starting again at 1."""
@@ -109,6 +135,7 @@ class SongControls:
     min_program_pieces: int = 20  # instruments seen in fewer training pieces count as unseen
     masks: bool = True  # False: plain sampling, the grammar only (no metre, program or position masks)
     whole_bars: bool = False  # with masks: a bar closes only once a note sounds into its last half beat
+    sounding_downbeats: bool = False  # with masks: every bar after the first sounds within its first quarter note
     part_limits: bool = True  # with masks: restricted instruments inside their ranges, one player's notes at once
 
 
@@ -147,6 +174,10 @@ class SongGenerator:
         self.fallbacks = 0  # tokens of the last sample_tokens call for which the masks left nothing
         self.grammar_only = torch.ones(len(codec.bpe_to_base), dtype=torch.bool)
         self.timeline = [timeline(codec, base) for base in codec.bpe_to_base]  # per token: positions, durations
+        note_at, furthest = zip(*(first_note(t) for t in self.timeline))
+        note_at, furthest = torch.tensor(note_at), torch.tensor(furthest)
+        self.note_at, self.no_note = note_at, note_at == -2  # (V,) where a token's first note starts
+        self.furthest = furthest  # (V,) its last Position (-1: none)
 
     # ------------------------------------------------------------------ masks
     def static_mask(self, time_signature: str, programs: list[int] | None) -> torch.Tensor:
@@ -188,12 +219,12 @@ class SongGenerator:
         mask: torch.Tensor,
         gen: torch.Generator,
         progress: Progress | None = None,
-        fill_to: int = 0,
+        rule: BarRule | None = None,
         limits: PartLimits | None = None,
     ) -> list[int]:
-        """Sample bar by bar until exactly sum(bars) bars; returns [BOS] + tokens (no EOS). ``fill_to`` > 0: a
-        bar may close only once one of its notes sounds to that position (or its token budget is spent);
-        ``limits``: every token keeps the parts playable.
+        """Sample bar by bar until exactly sum(bars) bars; returns [BOS] + tokens (no EOS). ``rule``: what every
+        bar must sound before it closes (unless its token budget is spent); ``limits``: every token keeps the
+        parts playable.
 
         ``progress("plan", bars_done, total)`` is called as each bar is closed."""
         device = self.device
@@ -211,10 +242,16 @@ class SongGenerator:
         def cond_fn(bar0: int) -> dict[str, torch.Tensor]:
             return batch([cond.from_bar(bar0)], self.model.cfg, device)
 
+        def copied(bar: int) -> bool:  # from its section's first occurrence, unless that opens with a rest (a pickup)
+            return copy_src[bar] is not None and opens[copy_src[bar]]
+
         stepper = self.stepper(cond, cond_fn, sampling)
         logits = stepper.start(torch.tensor([[BOS]], device=device))
         bars: list[list[int]] = []
-        prev, position, sounds_to = BOS, 0, 0  # sounds_to: the furthest note end in the open bar (positions)
+        opens: list[bool] = []  # per bar: it sounds within its first quarter note (or no rule says it must)
+        rule = rule or BarRule()
+        # sounds_to: the furthest note end in the open bar (positions); opened: it sounds within its first beat
+        prev, position, sounds_to, opened = BOS, 0, 0, True
         cap = total * self.controls.max_tokens_per_bar * 2 + 16
         n_tokens = 0
         self.fallbacks = 0
@@ -227,8 +264,11 @@ class SongGenerator:
                 allowed &= limits.mask()
             allowed[EOS] = False  # the song ends when the planned bars are done, not before
             spent = bool(bars) and len(bars[-1]) >= self.controls.max_tokens_per_bar
-            if bars and sounds_to < fill_to and not spent:
+            if bars and sounds_to < rule.fill_to and not spent:
                 allowed &= ~self.starts_bar  # the bar is not yet sounding to its end
+            if not opened and not spent and len(bars) > 1:  # a note before the downbeat's end, or no Position past it
+                before = (self.note_at == -1) | ((self.note_at >= 0) & (self.note_at < rule.downbeat))
+                allowed &= ~self.starts_bar & (before | (self.no_note & (self.furthest < rule.downbeat)))
             if spent:  # the budget wins over whole bars: the bar closes at the next chance
                 allowed = self.close_bar(allowed)
             if not allowed.any():  # counted: the song's notes say so
@@ -241,10 +281,11 @@ class SongGenerator:
                     progress("plan", len(bars), total)
                 if len(bars) == total:
                     break  # the last planned bar is complete
-                if copy_src[len(bars)] is not None:
+                if copied(len(bars)):
                     # replace the model's new bar by the first occurrence's bar (and any copies after it)
-                    while len(bars) < total and copy_src[len(bars)] is not None:
+                    while len(bars) < total and copied(len(bars)):
                         bars.append(list(bars[copy_src[len(bars)]]))
+                        opens.append(True)
                         for t in bars[-1]:
                             logits = stepper.step(torch.tensor([t], device=device))
                             if limits is not None:
@@ -252,16 +293,22 @@ class SongGenerator:
                         n_tokens += len(bars[-1])
                         prev = bars[-1][-1]
                         position = max(0, *(int(self.last_pos[t]) for t in bars[-1]))
-                        sounds_to = fill_to  # a copied bar is whole as it is
+                        sounds_to = max(rule.fill_to, self.reach(bars[-1]))  # a copied bar is whole as it is
+                        opened = True
                     if len(bars) == total:
                         break
                     continue  # the model goes on from the copied material
+                held = bool(bars) and sounds_to > rule.length  # a note of the last bar sounds on into this one
+                opened = held or rule.downbeat == 0  # the first bar may open with a rest (a pickup)
                 bars.append([])
+                opens.append(opened)
                 position, sounds_to = 0, 0
             for pos, length in self.timeline[nxt]:
                 position = pos if pos >= 0 else position
                 sounds_to = max(sounds_to, position + length)
+                opened |= length > 0 and position < rule.downbeat
             bars[-1].append(nxt)
+            opens[-1] = opened
             logits = stepper.step(torch.tensor([nxt], device=device))
             if limits is not None:
                 limits.feed(nxt)
@@ -270,6 +317,15 @@ class SongGenerator:
         if len(bars) != total:
             raise RuntimeError(f"generation produced {len(bars)} of {total} bars within {cap} tokens")
         return [BOS] + [t for bar in bars for t in bar]
+
+    def reach(self, tokens: list[int]) -> int:
+        """The furthest note end of a bar's tokens, in positions from its start."""
+        position, sounds_to = 0, 0
+        for t in tokens:
+            for pos, length in self.timeline[t]:
+                position = pos if pos >= 0 else position
+                sounds_to = max(sounds_to, position + length)
+        return sounds_to
 
     # ------------------------------------------------------------------ what the checkpoint knows
     @property
@@ -362,8 +418,14 @@ class SongGenerator:
             )
         written = self.codec.written_metre(req.time_signature)  # 2/2 bars are written as 4/4 (the same length)
         mask = self.static_mask(written, restrict) if self.controls.masks else self.grammar_only
-        whole = self.controls.masks and self.controls.whole_bars
-        fill_to = self.bar_positions(written) - self.codec.positions_per_beat // 2 if whole else 0
+        length, beat = self.bar_positions(written), self.codec.positions_per_beat  # beat: the metre's unit
+        quarter = beat * parse_time_signature(written)[1] // 4
+        c = self.controls
+        rule = BarRule(
+            length,
+            length - beat // 2 if c.masks and c.whole_bars else 0,
+            quarter if c.masks and c.sounding_downbeats else 0,
+        )
         limited = self.controls.masks and self.controls.part_limits and restrict is not None
         limits = PartLimits(self.codec, restrict, self.bar_positions(written)) if limited else None
         if req.key:
@@ -385,7 +447,7 @@ class SongGenerator:
             attempts += 1
             gen = torch.Generator().manual_seed(req.seed * 1009 + attempt)
             ids = self.sample_tokens(
-                cond, sections, req.sampling, mask, gen, attempt_progress(progress, attempt), fill_to, limits
+                cond, sections, req.sampling, mask, gen, attempt_progress(progress, attempt), rule, limits
             )
             score = self.codec.decode(ids)
             if attempt == 0:
@@ -405,7 +467,7 @@ class SongGenerator:
             attempts += 1
             gen = torch.Generator().manual_seed(req.seed * 1009 + self.controls.key_attempts)
             open_mask = self.static_mask(written, None)
-            ids = self.sample_tokens(cond, sections, req.sampling, open_mask, gen, None, fill_to)
+            ids = self.sample_tokens(cond, sections, req.sampling, open_mask, gen, None, rule)
             score, fallbacks = self.codec.decode(ids), self.fallbacks
             notes.append(
                 "the model wrote no note for "

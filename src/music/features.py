@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from src.music.notes import bar_contents, bar_starts, jaccard, onsets_per_second
+from src.music.notes import bar_contents, bar_starts, bar_ticks, jaccard, onsets_per_second
 from src.music.theory import estimate_key, pitch_class_histogram, scale_consistency
 
 # --------------------------------------------------------------------- per-piece quality metrics
@@ -197,6 +197,17 @@ def piece_metrics(notes: np.ndarray, tpq: int, qpm: float, time_sigs: list[tuple
 
 
 # --------------------------------------------------------------------- texture (what a listener hears first)
+
+
+def silent_openings(notes: np.ndarray, tpq: int, time_signature: str, bars: int = 0) -> list[int]:
+    """The bars after the first (of ``bars``; 0: up to the last note's end) in which nothing sounds during the
+    first quarter note: no note starts there and none is held over the bar line."""
+    if not len(notes):
+        return []
+    bar, ends = bar_ticks(tpq, time_signature), notes[:, 0] + notes[:, 1]
+    bars = bars or -(-int(ends.max()) // bar)
+    return [b for b in range(1, bars) if not ((notes[:, 0] < b * bar + tpq) & (ends > b * bar)).any()]
+
 
 TEXTURE_METRICS = ("voices_per_beat", "empty_beat_rate", "sounding_run_beats")
 
