@@ -250,7 +250,7 @@ class SongGenerator:
         bars: list[list[int]] = []
         opens: list[bool] = []  # per bar: it sounds within its first quarter note (or no rule says it must)
         rule = rule or BarRule()
-        # sounds_to: the furthest note end in the open bar (positions); opened: it sounds within its first beat
+        # sounds_to: the furthest note end in the open bar (positions); opened: it sounds in its first quarter note
         prev, position, sounds_to, opened = BOS, 0, 0, True
         cap = total * self.controls.max_tokens_per_bar * 2 + 16
         n_tokens = 0
