@@ -174,10 +174,8 @@ class SongGenerator:
         self.fallbacks = 0  # tokens of the last sample_tokens call for which the masks left nothing
         self.grammar_only = torch.ones(len(codec.bpe_to_base), dtype=torch.bool)
         self.timeline = [timeline(codec, base) for base in codec.bpe_to_base]  # per token: positions, durations
-        note_at, furthest = zip(*(first_note(t) for t in self.timeline))
-        note_at, furthest = torch.tensor(note_at), torch.tensor(furthest)
-        self.note_at, self.no_note = note_at, note_at == -2  # (V,) where a token's first note starts
-        self.furthest = furthest  # (V,) its last Position (-1: none)
+        note_at, furthest = (torch.tensor(v) for v in zip(*(first_note(t) for t in self.timeline)))
+        self.note_at, self.furthest = note_at, furthest  # (V,) where a token's first note starts; its last Position
 
     # ------------------------------------------------------------------ masks
     def static_mask(self, time_signature: str, programs: list[int] | None) -> torch.Tensor:
@@ -250,8 +248,11 @@ class SongGenerator:
         bars: list[list[int]] = []
         opens: list[bool] = []  # per bar: it sounds within its first quarter note (or no rule says it must)
         rule = rule or BarRule()
-        # sounds_to: the furthest note end in the open bar (positions); opened: it sounds in its first quarter note
-        prev, position, sounds_to, opened = BOS, 0, 0, True
+        # (V,) what a bar that does not sound yet may take: a note before the downbeat's end, or no Position past it
+        note_at = self.note_at
+        early = (note_at == -1) | ((note_at >= 0) & (note_at < rule.downbeat))
+        opening = ~self.starts_bar & (early | ((note_at == -2) & (self.furthest < rule.downbeat)))
+        prev, position, sounds_to = BOS, 0, 0  # sounds_to: the furthest note end in the open bar (positions)
         cap = total * self.controls.max_tokens_per_bar * 2 + 16
         n_tokens = 0
         self.fallbacks = 0
@@ -266,9 +267,8 @@ class SongGenerator:
             spent = bool(bars) and len(bars[-1]) >= self.controls.max_tokens_per_bar
             if bars and sounds_to < rule.fill_to and not spent:
                 allowed &= ~self.starts_bar  # the bar is not yet sounding to its end
-            if not opened and not spent and len(bars) > 1:  # a note before the downbeat's end, or no Position past it
-                before = (self.note_at == -1) | ((self.note_at >= 0) & (self.note_at < rule.downbeat))
-                allowed &= ~self.starts_bar & (before | (self.no_note & (self.furthest < rule.downbeat)))
+            if len(bars) > 1 and not opens[-1] and not spent:  # the first bar may open with a rest (a pickup)
+                allowed &= opening
             if spent:  # the budget wins over whole bars: the bar closes at the next chance
                 allowed = self.close_bar(allowed)
             if not allowed.any():  # counted: the song's notes say so
@@ -293,22 +293,17 @@ class SongGenerator:
                         n_tokens += len(bars[-1])
                         prev = bars[-1][-1]
                         position = max(0, *(int(self.last_pos[t]) for t in bars[-1]))
-                        sounds_to = max(rule.fill_to, self.reach(bars[-1]))  # a copied bar is whole as it is
-                        opened = True
+                        sounds_to = max(rule.fill_to, self.advance(bars[-1])[1])  # a copied bar is whole as it is
                     if len(bars) == total:
                         break
                     continue  # the model goes on from the copied material
                 held = bool(bars) and sounds_to > rule.length  # a note of the last bar sounds on into this one
-                opened = held or rule.downbeat == 0  # the first bar may open with a rest (a pickup)
                 bars.append([])
-                opens.append(opened)
+                opens.append(held or rule.downbeat == 0)
                 position, sounds_to = 0, 0
-            for pos, length in self.timeline[nxt]:
-                position = pos if pos >= 0 else position
-                sounds_to = max(sounds_to, position + length)
-                opened |= length > 0 and position < rule.downbeat
+            position, sounds_to, start = self.advance([nxt], position, sounds_to)
+            opens[-1] |= 0 <= start < rule.downbeat
             bars[-1].append(nxt)
-            opens[-1] = opened
             logits = stepper.step(torch.tensor([nxt], device=device))
             if limits is not None:
                 limits.feed(nxt)
@@ -318,14 +313,17 @@ class SongGenerator:
             raise RuntimeError(f"generation produced {len(bars)} of {total} bars within {cap} tokens")
         return [BOS] + [t for bar in bars for t in bar]
 
-    def reach(self, tokens: list[int]) -> int:
-        """The furthest note end of a bar's tokens, in positions from its start."""
-        position, sounds_to = 0, 0
+    def advance(self, tokens: list[int], position: int = 0, sounds_to: int = 0) -> tuple[int, int, int]:
+        """After ``tokens`` of a bar (from ``position``, with notes sounding to ``sounds_to``): the position, the
+        furthest note end and where their first note starts (-1: none), in positions from the bar's start."""
+        start = -1
         for t in tokens:
             for pos, length in self.timeline[t]:
                 position = pos if pos >= 0 else position
                 sounds_to = max(sounds_to, position + length)
-        return sounds_to
+                if length > 0 and start < 0:
+                    start = position
+        return position, sounds_to, start
 
     # ------------------------------------------------------------------ what the checkpoint knows
     @property
