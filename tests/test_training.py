@@ -26,6 +26,7 @@ from src.training.datasets import AudioPairDataset, PlannerDataset, TokenDataset
 from src.training.dpo import dpo_loss, reference_copy, sequence_logps
 from src.training.symbolic import SymbolicConfig, mode_contrast_loss, train
 from src.utils.config import save_config
+from src.utils.io import read_jsonl
 from tests.conftest import ROOT, micro_alignment_config, micro_planner_config, micro_renderer_config, tiny_model
 
 
@@ -601,9 +602,13 @@ def test_one_alignment_step_writes_a_checkpoint_stage5_prefers(micro_data, micro
         ),
     )
     cfg.on_policy.conditions, cfg.on_policy.samples, cfg.on_policy.max_new_tokens = 2, 2, 24
-    cfg.on_policy.min_margin = 0.0
+    cfg.on_policy.validation_conditions, cfg.on_policy.min_margin = 2, 0.0
     result = train(cfg)
     assert result["step"] == 1 and math.isfinite(result["val_loss"])
+    on_policy = json.loads((tmp_path / "aligned/micro/on_policy_pairs.json").read_text())["pairs"]
+    manifest = {r["id"]: r["split"] for r in read_jsonl(Path(dcfg.processed_dir) / "manifest.jsonl")}
+    assert {p["split"] for p in on_policy} == {"train", "validation"}  # held-out openings make held-out pairs
+    assert all(manifest[p["id"].removesuffix("#onpolicy")] == p["split"] for p in on_policy)
     ref_before, _ = load_planner(micro_checkpoint)
     assert all(torch.equal(a, b) for a, b in zip(ref_before.parameters(), result["reference"].parameters()))
     aligned, state = load_planner(tmp_path / "aligned/micro/best.pt")

@@ -33,16 +33,26 @@ def build_on_policy(cfg: AlignmentConfig, model, codec, state: dict, out_dir: Pa
     if not cfg.on_policy.conditions:
         return None
     path = out_dir / "on_policy_pairs.json"
-    fp = fingerprint(sha256_file(cfg.symbolic_ckpt), dataclasses.asdict(cfg.on_policy), cfg.train.seed)
+    settings = dataclasses.asdict(cfg.on_policy)
+    if not settings["validation_conditions"]:  # off: the cache key of the pairs made before the setting existed
+        del settings["validation_conditions"]
+    fp = fingerprint(sha256_file(cfg.symbolic_ckpt), settings, cfg.train.seed)
 
     def sample() -> dict[str, Any]:
-        rows = [r for r in read_jsonl(Path(cfg.data_dir) / "manifest.jsonl") if r["split"] == "train"]
+        manifest = read_jsonl(Path(cfg.data_dir) / "manifest.jsonl")
         store, text_emb = TokenStore(cfg.data_dir), caption_embeddings(cfg.data_dir)
         relative = state["data_stats"].get("key_relative", False)
-        pairs = on_policy_pairs(
-            model, codec, rows, store, text_emb, cfg.on_policy, ScorerConfig(), cfg.train.seed, relative
-        )
-        log.info("on-policy pairs: %d from %d conditions", len(pairs), cfg.on_policy.conditions)
+        pairs: list[dict] = []
+        for split, n in (("train", cfg.on_policy.conditions), ("validation", cfg.on_policy.validation_conditions)):
+            if not n:
+                continue
+            rows = [r for r in manifest if r["split"] == split]
+            op = dataclasses.replace(cfg.on_policy, conditions=n)
+            made = on_policy_pairs(
+                model, codec, rows, store, text_emb, op, ScorerConfig(), cfg.train.seed, relative, split
+            )
+            log.info("on-policy pairs (%s): %d from %d conditions", split, len(made), n)
+            pairs += made
         return {"tokenizer_hash": state["tokenizer_hash"], "pairs": pairs}
 
     cached_step("on-policy pairs", path, fp, sample)

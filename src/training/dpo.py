@@ -55,6 +55,7 @@ class DPOTrainConfig(LoopConfig):
 @dataclass
 class OnPolicyConfig:
     conditions: int = 0  # training pieces whose conditions + opening bars prompt the sampler (0 = off)
+    validation_conditions: int = 0  # validation pieces prompting held-out pairs: their DPO loss is a validation loss
     samples: int = 4  # continuations per condition
     prompt_bars: int = 2
     continuation_bars: int = 4
@@ -248,9 +249,11 @@ def on_policy_pairs(
     scorer,
     seed: int,
     key_relative: bool = False,
+    split: str = "train",
 ) -> list[dict]:
-    """Sample continuations of real openings from the supervised ``model``; pair best vs worst by score
-    (``key_relative``: openings on tonic C, and the pair's key condition with them)."""
+    """Sample continuations of real openings from the supervised ``model`` (``cfg.conditions`` of ``rows``); pair
+    best vs worst by score (``key_relative``: openings on tonic C, and the pair's key condition with them). Each
+    pair is marked with ``split``."""
     from tqdm import tqdm
 
     rng = np.random.default_rng(seed)
@@ -275,7 +278,7 @@ def on_policy_pairs(
         pairs.append(
             {
                 "id": f"{row['id']}#onpolicy",
-                "split": "train",
+                "split": split,
                 "conditions": pair_condition_dict(row, 0, shift),
                 "prompt": prompt.tolist(),
                 "chosen": conts[best[1]].tolist(),
