@@ -33,10 +33,7 @@ def build_on_policy(cfg: AlignmentConfig, model, codec, state: dict, out_dir: Pa
     if not cfg.on_policy.conditions:
         return None
     path = out_dir / "on_policy_pairs.json"
-    settings = dataclasses.asdict(cfg.on_policy)
-    if not settings["validation_conditions"]:  # off: the cache key of the pairs made before the setting existed
-        del settings["validation_conditions"]
-    fp = fingerprint(sha256_file(cfg.symbolic_ckpt), settings, cfg.train.seed)
+    fp = fingerprint(sha256_file(cfg.symbolic_ckpt), dataclasses.asdict(cfg.on_policy), cfg.train.seed)
 
     def sample() -> dict[str, Any]:
         manifest = read_jsonl(Path(cfg.data_dir) / "manifest.jsonl")
