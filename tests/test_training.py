@@ -582,6 +582,21 @@ def test_pairs_for_a_key_relative_planner_move_onto_tonic_c(micro_data):
         assert len(shifts) == 1 and (tonic + shifts.pop()) % 12 == 0  # one shift for the pair, onto C
 
 
+def test_on_policy_counts_are_checked_with_the_field_named(tmp_path):
+    from src.training.dpo import AlignmentConfig
+    from src.utils.config import ConfigError, load_config
+
+    for text, field in (
+        ("on_policy: {conditions: 8, validation_conditions: -1}", "on_policy.validation_conditions must be >= 0"),
+        ("on_policy: {conditions: 0, validation_conditions: 4}", "needs on_policy.conditions > 0"),
+    ):
+        path = tmp_path / "alignment.yaml"
+        path.write_text(text + "\n")
+        with pytest.raises(ConfigError, match=field) as e:
+            load_config(AlignmentConfig, str(path))
+        assert "alignment.yaml" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_one_alignment_step_writes_a_checkpoint_stage5_prefers(micro_data, micro_checkpoint, tmp_path):
     from src.generation.config import GenerationConfig
     from src.generation.run import select_checkpoint

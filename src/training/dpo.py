@@ -64,6 +64,13 @@ class OnPolicyConfig:
     top_p: float = 0.95
     min_margin: float = 0.05  # heuristic score gap needed to make a pair
 
+    def __post_init__(self) -> None:
+        for name in ("conditions", "validation_conditions", "samples"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"on_policy.{name} must be >= 0, got {getattr(self, name)}")
+        if self.validation_conditions and not self.conditions:
+            raise ValueError("on_policy.validation_conditions needs on_policy.conditions > 0 (on-policy pairs are off)")
+
 
 @dataclass
 class AlignmentConfig:
