@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from symusic import Note, Score, Track
 
+from src.data.corruptions import corrupt
 from src.data.token_store import TokenStore
 from src.music import features as F
 from src.music.form import parse_form, segment_sections
 from src.music.notes import bar_starts
 from src.music.scoring import ScorerConfig, score_notes
-from src.music.theory import estimate_key, key_name, parse_key, scale_consistency
+from src.music.theory import estimate_key, key_name, key_pitch_classes, parse_key, scale_consistency
 from src.music.tokenizer import load_tokenizer, note_multiset
 from tests.helpers import TPQ, manifest, melody, notes_of, scale
 
@@ -143,8 +144,25 @@ def good() -> np.ndarray:
 
 def test_in_key_term():
     bad = good().copy()
-    bad[::2, 2] += 1  # every other note a semitone off
+    bad[1::2, 2] += 1  # every other note a semitone off (the even ones, moved, all lie in F melodic minor)
     assert terms(good())["in_key"] == 1.0 and terms(bad)["in_key"] < 0.8
+
+
+A_MINOR_TUNE = [69, 71, 72, 74, 76, 77, 80, 81, 76, 74, 72, 71, 68, 69, 64, 69] * 2  # with G# leading to A
+
+
+def test_a_minor_key_s_raised_sixth_and_seventh_are_in_the_key_and_out_of_key_moves_notes_out_of_it():
+    tune = melody(A_MINOR_TUNE, step=8, dur=8)
+    assert estimate_key(tune)[:2] == (9, "minor")
+    assert sorted(key_pitch_classes(9, "minor").tolist()) == [0, 2, 4, 5, 6, 7, 8, 9, 11]  # + F# and G#
+    assert scale_consistency(tune, 9, "minor") == 1.0 and terms(tune)["in_key"] == 1.0
+    assert scale_consistency(tune, 0, "major") < 0.9  # G# is not in C major: the same notes, another key
+    notes = [Note(int(t), int(d), int(p), 80) for t, d, p, _ in tune]
+    before = [n.pitch for n in notes]
+    rng = np.random.default_rng(0)
+    assert corrupt(notes, 0, 10**6, SCORER_TPQ, "out_of_key", np.arange(0, 256, 32), (9, "minor"), rng)
+    moved = [n.pitch for n, p in zip(notes, before) if n.pitch != p]
+    assert moved and all(p % 12 not in key_pitch_classes(9, "minor") for p in moved)
 
 
 def test_on_grid_term():

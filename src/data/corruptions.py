@@ -1,6 +1,7 @@
 """Corruptions for synthetic preference pairs: each makes a real passage worse in one way.
 
-out_of_key: 40% of the notes move a semitone out of the key's scale; off_grid: half the onsets move
+out_of_key: 40% of the notes move a semitone out of the key (``key_pitch_classes``: in minor, the raised 6th
+and 7th are in it); off_grid: half the onsets move
 by a 32nd note; drop_notes: half the notes vanish; stuck_notes: a third of the notes hold on to the
 passage's end; random_repetition: every bar becomes a copy of one random bar.
 """
@@ -11,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from src.music.theory import scale_of
+from src.music.theory import key_pitch_classes
 
 CORRUPTIONS = ("out_of_key", "off_grid", "drop_notes", "stuck_notes", "random_repetition")
 
@@ -33,7 +34,7 @@ def corrupt(
         return False
     pick = lambda share: [n for n in inside if rng.random() < share]  # noqa: E731
     if kind == "out_of_key":
-        scale = set(scale_of(*key))
+        scale = set(key_pitch_classes(*key))
         changed = False
         for n in pick(0.4):
             for step in rng.permutation([-1, 1]):

@@ -4,7 +4,7 @@ Every term is in [0, 1] (higher is better) and built from :mod:`src.music.featur
 
 | term | measures | 1 when |
 |---|---|---|
-| in_key | notes in the estimated key's scale (Krumhansl-Schmuckler) | every note is in the scale |
+| in_key | notes in the estimated key (Krumhansl-Schmuckler; minor: raised 6th and 7th too) | every note is in the key |
 | on_grid | onsets on a 16th-note grid | every onset is |
 | groove | 1 - Hamming distance of consecutive bars' onset patterns (MusPy) | bars share a rhythm |
 | structure | no one-bar loop (longest run L of equal bars); from 8 bars, half is repetition r | L <= 2 (and r >= 0.2) |
@@ -41,7 +41,8 @@ from src.music.theory import estimate_key, scale_consistency
 from src.music.tokenizer import music_ids
 from src.music.vocab import HIGH_AROUSAL
 
-SCORER_VERSION = 2  # part of the synthetic pairs' cache key: bump when a term changes
+SCORER_VERSION = 3  # part of the preference pairs' cache keys: bump when a term or a corruption changes
+# 3: a minor key's raised 6th and 7th are in the key (in_key, out_of_key)
 TERMS = (
     "in_key",
     "on_grid",

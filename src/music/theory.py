@@ -17,12 +17,15 @@ TONICS = {n.lower(): i for i, n in enumerate(PITCH_CLASSES)} | {
 KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 MAJOR_SCALE = np.array([0, 2, 4, 5, 7, 9, 11])
-MINOR_SCALE = np.array([0, 2, 3, 5, 7, 8, 10])  # natural minor
+# A minor key's notes: the natural minor scale (0 2 3 5 7 8 10) with its raised 6th and 7th (the melodic and
+# harmonic minor), so that the leading tone (G# in A minor), the note that tells A minor from C major, is in the key.
+MINOR_KEY = np.array([0, 2, 3, 5, 7, 8, 9, 10, 11])
 
 
-def scale_of(tonic: int, mode: str) -> np.ndarray:
-    """The pitch classes of a major or natural minor scale."""
-    return ((MAJOR_SCALE if mode == "major" else MINOR_SCALE) + tonic) % 12
+def key_pitch_classes(tonic: int, mode: str) -> np.ndarray:
+    """The pitch classes that belong to a key: the major scale; in minor, the natural minor scale and its raised
+    6th and 7th degrees (``bench.scale_degrees`` measures how often real minor pieces use them)."""
+    return ((MAJOR_SCALE if mode == "major" else MINOR_KEY) + tonic) % 12
 
 
 def pitch_class_histogram(notes: np.ndarray, weighted: bool = True) -> np.ndarray:
@@ -85,11 +88,11 @@ def parse_key(text: str) -> tuple[int, str]:
 
 
 def scale_consistency(notes: np.ndarray, tonic: int, mode: str) -> float:
-    """Share of pitched notes (by count) inside the given scale."""
+    """Share of pitched notes (by count) that belong to the key (:func:`key_pitch_classes`)."""
     pitched = notes[notes[:, 3] == 0] if len(notes) else notes
     if not len(pitched):
         return 0.0
-    return float(np.isin(pitched[:, 2] % 12, scale_of(tonic, mode)).mean())
+    return float(np.isin(pitched[:, 2] % 12, key_pitch_classes(tonic, mode)).mean())
 
 
 def transpose_pitched(score: Any, shift: int) -> Any:

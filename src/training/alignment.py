@@ -14,7 +14,7 @@ from src.data.preferences import Pair, load_pairs
 from src.data.token_store import TokenStore
 from src.models.builders import codec_from_checkpoint, load_planner
 from src.models.text_encoder import caption_embeddings, embed_texts
-from src.music.scoring import ScorerConfig
+from src.music.scoring import SCORER_VERSION, ScorerConfig
 from src.music.theory import key_name, parse_key
 from src.music.tokenizer import TokenCodec
 from src.training.datasets import PreferenceDataset
@@ -33,7 +33,7 @@ def build_on_policy(cfg: AlignmentConfig, model, codec, state: dict, out_dir: Pa
     if not cfg.on_policy.conditions:
         return None
     path = out_dir / "on_policy_pairs.json"
-    fp = fingerprint(sha256_file(cfg.symbolic_ckpt), dataclasses.asdict(cfg.on_policy), cfg.train.seed)
+    fp = fingerprint(sha256_file(cfg.symbolic_ckpt), dataclasses.asdict(cfg.on_policy), cfg.train.seed, SCORER_VERSION)
 
     def sample() -> dict[str, Any]:
         manifest = read_jsonl(Path(cfg.data_dir) / "manifest.jsonl")

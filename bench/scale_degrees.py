@@ -1,0 +1,96 @@
+"""Which notes of a key real music uses, and which of them the preference pairs reward: the evidence for
+counting a minor key's raised 6th and 7th as in the key (``src.music.theory.key_pitch_classes``).
+
+    .venv/bin/python -m bench.scale_degrees [--data_dir data/processed/tiny] \
+        [--pairs data/subsets/tiny/preference_data.json checkpoints/aligned/tiny/on_policy_pairs.json] \
+        [--out docs/results/scale_degrees_tiny.json]
+
+Real pieces: every train piece, decoded from its tokens, against its labelled key. Per style and mode, the share
+of pitched notes outside the natural scale (the major scale; in minor the natural minor), on the raised 6th and
+on the raised 7th (in minor), and outside the key as ``key_pitch_classes`` now counts it.
+Pair files: for the pairs in a minor key, per source, the same shares in the chosen and in the rejected
+continuations, so that one sees whether the pairs teach the planner to drop a minor key's leading tone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import machine, table
+from src.data.token_store import TokenStore
+from src.models.builders import load_codec
+from src.music.notes import notes_array
+from src.music.theory import key_pitch_classes, parse_key
+from src.utils.io import read_jsonl, write_json
+
+COLS = ["notes", "outside natural scale", "raised 6th", "raised 7th", "outside key"]
+NATURAL = {"major": {0, 2, 4, 5, 7, 9, 11}, "minor": {0, 2, 3, 5, 7, 8, 10}}
+
+
+def degrees(notes: np.ndarray, tonic: int) -> np.ndarray:
+    """Scale degree in semitones above the tonic (0..11) of every pitched note."""
+    return (notes[notes[:, 3] == 0, 2] - tonic) % 12
+
+
+def shares(degs: np.ndarray, mode: str) -> dict[str, float]:
+    """The shares of the module's docstring for degrees ``degs`` of one key's notes."""
+    n = max(len(degs), 1)
+    key = key_pitch_classes(0, mode).tolist()
+    out = {"notes": int(len(degs)), "outside natural scale": np.isin(degs, list(NATURAL[mode]), invert=True).sum() / n}
+    if mode == "minor":
+        out |= {"raised 6th": (degs == 9).sum() / n, "raised 7th": (degs == 11).sum() / n}
+    out["outside key"] = np.isin(degs, key, invert=True).sum() / n
+    return {k: (round(float(v), 4) if isinstance(v, float | np.floating) else v) for k, v in out.items()}
+
+
+def real_rows(data_dir: str, codec) -> list[dict]:
+    store = TokenStore(data_dir)
+    found: dict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
+    for r in read_jsonl(Path(data_dir) / "manifest.jsonl"):
+        if r["split"] != "train":
+            continue
+        notes = notes_array(codec.decode(store[store.row_to_item[r["row"]]].astype(np.int64)))
+        found[r["style"], r["mode"]].append(degrees(notes, r["key_tonic"]))
+    return [
+        {"style": s, "mode": m, "pieces": len(d), **shares(np.concatenate(d), m)} for (s, m), d in sorted(found.items())
+    ]
+
+
+def pair_rows(path: str, codec) -> list[dict]:
+    pairs = json.loads(Path(path).read_text(encoding="utf-8"))["pairs"]
+    found: dict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
+    for p in pairs:
+        tonic, mode = parse_key(p["conditions"]["key"])
+        if mode != "minor":
+            continue
+        for side in ("chosen", "rejected"):
+            found[p["source"], side].append(degrees(notes_array(codec.decode(p[side])), tonic))
+    return [
+        {"file": Path(path).name, "source": s, "side": side, "pairs": len(d), **shares(np.concatenate(d), "minor")}
+        for (s, side), d in sorted(found.items())
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data_dir", default="data/processed/tiny")
+    ap.add_argument("--pairs", nargs="*", default=[])
+    ap.add_argument("--out", default="docs/results/scale_degrees_tiny.json")
+    args = ap.parse_args(argv)
+    codec = load_codec(args.data_dir)
+    real = real_rows(args.data_dir, codec)
+    print(table(real, ["style", "mode", "pieces", *COLS]))
+    pairs = [row for path in args.pairs for row in pair_rows(path, codec)]
+    if pairs:
+        print(table(pairs, ["file", "source", "side", "pairs", *COLS]))
+    write_json(args.out, {"machine": machine(), "args": vars(args), "real": real, "pairs": pairs})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
