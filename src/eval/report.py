@@ -193,7 +193,9 @@ through the same song generator as the planners (same masks, key plan, re-sampli
   test split: {result["real_test_distinct_4grams"]:.3f}).
 - **real vs set**: 5-fold cross-validated accuracy of a logistic regression telling the real test pieces from
   the set's pieces (equal numbers of each) on every per-piece feature and texture measure below; 0.5 means
-  indistinguishable. Its ceiling row is the real-vs-real baseline. Neither training nor DPO optimises it.
+  indistinguishable. Its ceiling row is the real-vs-real baseline. Neither training nor DPO optimises it, but some of
+  its inputs are measures that DPO's heuristic scores (notes in key, polyphony, onset density, groove, empty bars,
+  repetition, pitch range).
 - **controls**: share of songs whose measured tempo, bar count, named instruments (songs whose prompt names any),
   estimated key, and judged emotion and style match the request. The generator enforces tempo, bars and key by
   construction (the key by re-sampling, transposition and parallel-mode mapping; see README).
