@@ -95,7 +95,8 @@ def test_eval_command_writes_a_deterministic_report(micro_data, micro_checkpoint
     assert {"control_raw_mode", "control_fix_parallel_mode", "control_mode"} <= controls
     assert rows["baseline"]["control_tempo"] == 1.0 and rows["baseline"]["control_bars"] == 1.0
     assert rows["real"]["pieces"] == rows["checkpoint"]["pieces"]  # the ceiling is a set of the same size
-    assert 0 <= rows["checkpoint"]["real_vs_set_accuracy"] <= 1 or np.isnan(rows["checkpoint"]["real_vs_set_accuracy"])
+    for k in ("real_vs_set_accuracy", "real_vs_set_unscored"):
+        assert 0 <= rows["checkpoint"][k] <= 1 or np.isnan(rows["checkpoint"][k])
     assert set(metrics[0]["texture"]) >= {"real test", "bigram (floor)"}
     for f in ("report.md", "features.png", "piano_rolls.png"):
         assert (tmp_path / "a" / f).stat().st_size > 0
@@ -145,9 +146,11 @@ def test_real_vs_generated_classifier_sees_a_difference_and_not_a_copy():
         return Piece(f"p{i}", np.array(notes), TPQ, 100.0, "4/4", [0], []).measure()
 
     real = [piece(i, 4) for i in range(20)]
-    assert real_vs_generated(real, [piece(i, 1) for i in range(20)], seed=0) > 0.9
-    assert real_vs_generated(real, [piece(i, 4) for i in range(20, 40)], seed=0) < 0.75
+    for unscored in (False, True):  # without the heuristic's measures, voices still show in texture and notes a bar
+        assert real_vs_generated(real, [piece(i, 1) for i in range(20)], seed=0, unscored=unscored) > 0.9
+        assert real_vs_generated(real, [piece(i, 4) for i in range(20, 40)], seed=0, unscored=unscored) < 0.75
     assert np.isnan(real_vs_generated(real[:3], real[3:6], seed=0))
+    assert len(real[0].realism_features()) - len(real[0].realism_features(unscored=True)) == 7
 
 
 def test_songs_do_not_depend_on_how_many_processes_make_them(micro_data, micro_checkpoint):

@@ -15,7 +15,7 @@ from src.data.token_store import TokenStore
 from src.music import features as F
 from src.music.form import parse_form, segment_sections
 from src.music.notes import bar_starts
-from src.music.scoring import ScorerConfig, score_notes
+from src.music.scoring import SCORED_FEATURES, ScorerConfig, score_notes
 from src.music.theory import estimate_key, key_name, key_pitch_classes, parse_key, scale_consistency
 from src.music.tokenizer import load_tokenizer, note_multiset
 from tests.helpers import TPQ, manifest, melody, notes_of, scale
@@ -140,6 +140,10 @@ def terms(notes: np.ndarray, **kw) -> dict:
 
 def good() -> np.ndarray:
     return melody(C_MAJOR_TUNE, step=8, dur=8)  # one note a beat, in C major, 8 bars of 4/4
+
+
+def test_scored_features_name_every_measure_behind_the_terms():
+    assert set(score_notes(good(), SCORER_TPQ, 120.0)["features"]) == set(SCORED_FEATURES)
 
 
 def test_in_key_term():

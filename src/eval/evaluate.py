@@ -38,6 +38,7 @@ from src.music.features import HISTOGRAM_METRICS, SCALAR_METRICS, TEXTURE_METRIC
 from src.music.form import form_of, parse_form, total_bars
 from src.music.instruments import instruments_in_prompt, score_programs
 from src.music.notes import notes_array, onsets_per_second, parse_time_signature
+from src.music.scoring import SCORED_FEATURES
 from src.music.theory import estimate_key, key_name, parse_key
 from src.music.tokenizer import BOS, TokenCodec
 from src.music.vocab import HIGH_AROUSAL, mode_of, style_label
@@ -75,9 +76,11 @@ class Piece:
     def style(self) -> str:
         return style_label(self.request["row"]["style"]) if "row" in self.request else "-"
 
-    def realism_features(self) -> np.ndarray:
-        """The real-vs-generated classifier's input: every scalar metric, histogram and texture measure."""
-        scalars = [self.metrics[k] for k in SCALAR_METRICS] + [self.texture[k] for k in TEXTURE_METRICS]
+    def realism_features(self, unscored: bool = False) -> np.ndarray:
+        """The real-vs-generated classifier's input: every scalar metric, histogram and texture measure; with
+        ``unscored``, without the scalars that DPO's heuristic scores (SCORED_FEATURES)."""
+        names = [k for k in SCALAR_METRICS if not (unscored and k in SCORED_FEATURES)]
+        scalars = [self.metrics[k] for k in names] + [self.texture[k] for k in TEXTURE_METRICS]
         return np.concatenate([scalars, *(self.metrics[k] for k in HISTOGRAM_METRICS)])
 
     def judged(self) -> np.ndarray:
@@ -355,9 +358,12 @@ def diversity(sets: dict[str, list[Piece]], seed: int) -> dict[str, float]:
     return {name: M.distinct_ngrams([p.ids for p in ps], 4, count=count, seed=seed) for name, ps in sets.items()}
 
 
-def real_vs_generated(real: list[Piece], other: list[Piece], seed: int, folds: int = 5) -> float:
+def real_vs_generated(
+    real: list[Piece], other: list[Piece], seed: int, folds: int = 5, unscored: bool = False
+) -> float:
     """Cross-validated accuracy of a logistic regression telling ``real`` from ``other`` pieces on
-    :meth:`Piece.realism_features`, on equal numbers of each (0.5 = indistinguishable; NaN: too few)."""
+    :meth:`Piece.realism_features` (``unscored``: without what DPO's heuristic scores), on equal numbers of each
+    (0.5 = indistinguishable; NaN: too few)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
@@ -369,7 +375,7 @@ def real_vs_generated(real: list[Piece], other: list[Piece], seed: int, folds: i
     rng = np.random.default_rng(seed)
     a = [real[i] for i in sorted(rng.choice(len(real), n, replace=False))]
     b = [other[i] for i in sorted(rng.choice(len(other), n, replace=False))]
-    x = np.stack([p.realism_features() for p in a + b])
+    x = np.stack([p.realism_features(unscored) for p in a + b])
     y = np.array([1] * n + [0] * n)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, random_state=seed))
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
@@ -476,6 +482,7 @@ def evaluate(
     div = diversity({**sets, "real test": test}, seed)
     threshold = arousal_threshold(data_dir)
     realism = {name: real_vs_generated(test, ps, seed) for name, ps in sets.items()}
+    unscored = {name: real_vs_generated(test, ps, seed, unscored=True) for name, ps in sets.items()}
     accuracy = {name: control_accuracy(ps, judges, threshold) for name, ps in sets.items()}
     table = [
         {
@@ -483,6 +490,7 @@ def evaluate(
             "kind": kinds[name],
             "distinct_4grams": div[name],
             "real_vs_set_accuracy": realism[name],
+            "real_vs_set_unscored": unscored[name],
             **{f"control_{k}": v for k, v in accuracy[name].items()},
         }
         for name in sets

@@ -105,7 +105,7 @@ def write_report(result: dict, out_dir: Path, command: str) -> Path:
     plot_rolls(result, out_dir / "piano_rolls.png")
     table = result["table"]
     main = md_table(
-        ["set", "pieces", "mean overlap ↑", "mean KL ↓", "distinct 4-grams", "real vs set ↓", *CONTROLS],
+        ["set", "pieces", "mean overlap ↑", "mean KL ↓", "distinct 4-grams", "real vs set ↓", "unscored ↓", *CONTROLS],
         [
             [
                 r["set"],
@@ -114,6 +114,7 @@ def write_report(result: dict, out_dir: Path, command: str) -> Path:
                 r["mean_kl"],
                 r["distinct_4grams"],
                 r["real_vs_set_accuracy"],
+                r.get("real_vs_set_unscored", float("nan")),
                 *(r.get(f"control_{c}", float("nan")) for c in CONTROLS),
             ]
             for r in table
@@ -195,7 +196,8 @@ through the same song generator as the planners (same masks, key plan, re-sampli
   the set's pieces (equal numbers of each) on every per-piece feature and texture measure below; 0.5 means
   indistinguishable. Its ceiling row is the real-vs-real baseline. Neither training nor DPO optimises it, but some of
   its inputs are measures that DPO's heuristic scores (notes in key, polyphony, onset density, groove, empty bars,
-  repetition, pitch range).
+  repetition, pitch range). **unscored**: the same classifier without those seven, on the measures DPO's reward
+  does not see (pitch-class entropy and count, notes per bar, bar self-similarity, texture, the histograms).
 - **controls**: share of songs whose measured tempo, bar count, named instruments (songs whose prompt names any),
   estimated key, and judged emotion and style match the request. The generator enforces tempo, bars and key by
   construction (the key by re-sampling, transposition and parallel-mode mapping; see README).

@@ -57,6 +57,21 @@ TERMS = (
 )
 
 
+# The per-piece measures behind the terms (score_notes' "features"): the evaluation report's second classifier
+# leaves those of them out, so that it judges DPO on measures its reward does not score.
+SCORED_FEATURES = (
+    "scale_consistency",
+    "grid_alignment",
+    "groove_consistency",
+    "pitch_range",
+    "polyphony",
+    "onsets_per_s",
+    "empty_bar_rate",
+    "silence_ratio",
+    "repetition",
+)
+
+
 @dataclass
 class ScorerConfig:
     weights: dict[str, float] = field(
