@@ -22,14 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import machine, table
-from src.data.token_store import TokenStore
+from src.eval.evaluate import real_pieces
 from src.models.builders import load_codec
 from src.music.notes import notes_array
-from src.music.theory import key_pitch_classes, parse_key
-from src.utils.io import read_jsonl, write_json
+from src.music.theory import MAJOR_SCALE, MINOR_SCALE, key_pitch_classes, parse_key
+from src.utils.io import write_json
 
 COLS = ["notes", "outside natural scale", "raised 6th", "raised 7th", "outside key"]
-NATURAL = {"major": {0, 2, 4, 5, 7, 9, 11}, "minor": {0, 2, 3, 5, 7, 8, 10}}
+NATURAL = {"major": MAJOR_SCALE, "minor": MINOR_SCALE}
 
 
 def degrees(notes: np.ndarray, tonic: int) -> np.ndarray:
@@ -39,23 +39,19 @@ def degrees(notes: np.ndarray, tonic: int) -> np.ndarray:
 
 def shares(degs: np.ndarray, mode: str) -> dict[str, float]:
     """The shares of the module's docstring for degrees ``degs`` of one key's notes."""
-    n = max(len(degs), 1)
-    key = key_pitch_classes(0, mode).tolist()
-    out = {"notes": int(len(degs)), "outside natural scale": np.isin(degs, list(NATURAL[mode]), invert=True).sum() / n}
+    share = lambda hit: round(float(hit.sum()) / max(len(degs), 1), 4)  # noqa: E731
+    out: dict[str, float] = {"notes": len(degs), "outside natural scale": share(~np.isin(degs, NATURAL[mode]))}
     if mode == "minor":
-        out |= {"raised 6th": (degs == 9).sum() / n, "raised 7th": (degs == 11).sum() / n}
-    out["outside key"] = np.isin(degs, key, invert=True).sum() / n
-    return {k: (round(float(v), 4) if isinstance(v, float | np.floating) else v) for k, v in out.items()}
+        out |= {"raised 6th": share(degs == 9), "raised 7th": share(degs == 11)}
+    out["outside key"] = share(~np.isin(degs, key_pitch_classes(0, mode)))
+    return out
 
 
 def real_rows(data_dir: str, codec) -> list[dict]:
-    store = TokenStore(data_dir)
     found: dict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
-    for r in read_jsonl(Path(data_dir) / "manifest.jsonl"):
-        if r["split"] != "train":
-            continue
-        notes = notes_array(codec.decode(store[store.row_to_item[r["row"]]].astype(np.int64)))
-        found[r["style"], r["mode"]].append(degrees(notes, r["key_tonic"]))
+    for p in real_pieces(data_dir, "train", codec):
+        r = p.request["row"]
+        found[r["style"], r["mode"]].append(degrees(p.notes, r["key_tonic"]))
     return [
         {"style": s, "mode": m, "pieces": len(d), **shares(np.concatenate(d), m)} for (s, m), d in sorted(found.items())
     ]

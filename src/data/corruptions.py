@@ -34,11 +34,11 @@ def corrupt(
         return False
     pick = lambda share: [n for n in inside if rng.random() < share]  # noqa: E731
     if kind == "out_of_key":
-        scale = set(key_pitch_classes(*key))
+        in_key = set(key_pitch_classes(*key))
         changed = False
         for n in pick(0.4):
             for step in rng.permutation([-1, 1]):
-                if (n.pitch + step) % 12 not in scale and 0 <= n.pitch + step < 128:
+                if (n.pitch + step) % 12 not in in_key and 0 <= n.pitch + step < 128:
                     n.pitch, changed = n.pitch + int(step), True
                     break
         return changed

@@ -114,7 +114,7 @@ def write_report(result: dict, out_dir: Path, command: str) -> Path:
                 r["mean_kl"],
                 r["distinct_4grams"],
                 r["real_vs_set_accuracy"],
-                r.get("real_vs_set_unscored", float("nan")),
+                r["real_vs_set_unscored"],
                 *(r.get(f"control_{c}", float("nan")) for c in CONTROLS),
             ]
             for r in table

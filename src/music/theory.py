@@ -17,9 +17,10 @@ TONICS = {n.lower(): i for i, n in enumerate(PITCH_CLASSES)} | {
 KK_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
 KK_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 MAJOR_SCALE = np.array([0, 2, 4, 5, 7, 9, 11])
-# A minor key's notes: the natural minor scale (0 2 3 5 7 8 10) with its raised 6th and 7th (the melodic and
-# harmonic minor), so that the leading tone (G# in A minor), the note that tells A minor from C major, is in the key.
-MINOR_KEY = np.array([0, 2, 3, 5, 7, 8, 9, 10, 11])
+MINOR_SCALE = np.array([0, 2, 3, 5, 7, 8, 10])  # natural minor
+# A minor key's notes: the natural minor with its raised 6th and 7th (the melodic and harmonic minor), so that the
+# leading tone (G# in A minor), the note that tells A minor from C major, is in the key.
+MINOR_KEY = np.union1d(MINOR_SCALE, [9, 11])
 
 
 def key_pitch_classes(tonic: int, mode: str) -> np.ndarray:
