@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", nargs="*", default=[])
     ap.add_argument("--out", default="docs/results/scale_degrees_tiny.json")
     args = ap.parse_args(argv)
+    if missing := [p for p in args.pairs if not Path(p).is_file()]:
+        ap.error(f"--pairs: no such file: {', '.join(missing)}")
     codec = load_codec(args.data_dir)
     real = real_rows(args.data_dir, codec)
     print(table(real, ["style", "mode", "pieces", *COLS]))
