@@ -10,6 +10,10 @@ of pitched notes outside the natural scale (the major scale; in minor the natura
 on the raised 7th (in minor), and outside the key as ``key_pitch_classes`` now counts it.
 Pair files: for the pairs in a minor key, per source, the same shares in the chosen and in the rejected
 continuations, so that one sees whether the pairs teach the planner to drop a minor key's leading tone.
+And, for every pair, the heuristic's in-key measure (the share of notes in the key estimated from the passage,
+as the ``in_key`` term scores it) per source and side: its mean, quartiles and the share of passages wholly in
+key. The real continuations (the chosen side of the synthetic pairs) are the real level that
+``ScorerConfig.in_key_target`` can be set to.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from bench.common import machine, table
 from src.eval.evaluate import real_pieces
 from src.models.builders import load_codec
 from src.music.notes import notes_array
-from src.music.theory import MAJOR_SCALE, MINOR_SCALE, key_pitch_classes, parse_key
+from src.music.theory import MAJOR_SCALE, MINOR_SCALE, estimate_key, key_pitch_classes, parse_key, scale_consistency
 from src.utils.io import write_json
 
 COLS = ["notes", "outside natural scale", "raised 6th", "raised 7th", "outside key"]
@@ -72,6 +76,27 @@ def pair_rows(path: str, codec) -> list[dict]:
     ]
 
 
+def in_key_rows(path: str, codec) -> list[dict]:
+    """Per source and side of a pair file: the in_key term's measure over its continuations."""
+    pairs = json.loads(Path(path).read_text(encoding="utf-8"))["pairs"]
+    found: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for p in pairs:
+        for side in ("chosen", "rejected"):
+            notes = notes_array(codec.decode(p[side]))
+            if len(notes):
+                tonic, mode, _ = estimate_key(notes)
+                found[p["source"], side].append(scale_consistency(notes, tonic, mode))
+    rows = []
+    for (s, side), v in sorted(found.items()):
+        q = np.quantile(v, [0.25, 0.5, 0.75])
+        rows.append({
+            "file": Path(path).name, "source": s, "side": side, "passages": len(v), "mean": round(float(np.mean(v)), 4),
+            "q25": round(float(q[0]), 4), "median": round(float(q[1]), 4), "q75": round(float(q[2]), 4),
+            "all in key": round(float(np.mean(np.asarray(v) == 1.0)), 4),
+        })  # fmt: skip
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data_dir", default="data/processed/tiny")
@@ -86,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     pairs = [row for path in args.pairs for row in pair_rows(path, codec)]
     if pairs:
         print(table(pairs, ["file", "source", "side", "pairs", *COLS]))
-    write_json(args.out, {"machine": machine(), "args": vars(args), "real": real, "pairs": pairs})
+    in_key = [row for path in args.pairs for row in in_key_rows(path, codec)]
+    if in_key:
+        print(table(in_key, ["file", "source", "side", "passages", "mean", "q25", "median", "q75", "all in key"]))
+    write_json(args.out, {"machine": machine(), "args": vars(args), "real": real, "pairs": pairs, "in_key": in_key})
     return 0
 
 

@@ -152,6 +152,21 @@ def test_in_key_term():
     assert terms(good())["in_key"] == 1.0 and terms(bad)["in_key"] < 0.8
 
 
+def test_in_key_target_stops_rewarding_at_the_target_and_leaves_the_measure_alone():
+    tune = good().copy()
+    tune[3, 2] += 1  # one note of 32 a semitone off: 31/32 = 0.969 in the key
+    target = ScorerConfig(in_key_target=0.95)
+    assert terms(tune)["in_key"] == pytest.approx(31 / 32, abs=1e-4)
+    assert terms(tune, cfg=target)["in_key"] == 1.0 == terms(good(), cfg=target)["in_key"]  # no gain past the target
+    bad = good().copy()
+    bad[1::2, 2] += 1
+    assert terms(bad, cfg=target)["in_key"] < 0.85  # below it, still the share over the target
+    scored = score_notes(tune, SCORER_TPQ, 120.0, [(0, 4, 4)], cfg=target)
+    assert scored["features"]["scale_consistency"] == pytest.approx(31 / 32)  # the report's measure: unchanged
+    with pytest.raises(ValueError, match="in_key_target"):
+        ScorerConfig(in_key_target=0.0)
+
+
 A_MINOR_TUNE = [69, 71, 72, 74, 76, 77, 80, 81, 76, 74, 72, 71, 68, 69, 64, 69] * 2  # with G# leading to A
 
 

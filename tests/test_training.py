@@ -589,6 +589,7 @@ def test_on_policy_counts_are_checked_with_the_field_named(tmp_path):
     for text, field in (
         ("on_policy: {conditions: 8, validation_conditions: -1}", "on_policy.validation_conditions must be >= 0"),
         ("on_policy: {conditions: 0, validation_conditions: 4}", "needs on_policy.conditions > 0"),
+        ("on_policy: {scorer: {in_key_target: 1.5}}", "in_key_target must be in"),
     ):
         path = tmp_path / "alignment.yaml"
         path.write_text(text + "\n")

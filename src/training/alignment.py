@@ -14,7 +14,7 @@ from src.data.preferences import Pair, load_pairs
 from src.data.token_store import TokenStore
 from src.models.builders import codec_from_checkpoint, load_planner
 from src.models.text_encoder import caption_embeddings, embed_texts
-from src.music.scoring import SCORER_VERSION, ScorerConfig
+from src.music.scoring import SCORER_VERSION
 from src.music.theory import key_name, parse_key
 from src.music.tokenizer import TokenCodec
 from src.training.datasets import PreferenceDataset
@@ -45,9 +45,7 @@ def build_on_policy(cfg: AlignmentConfig, model, codec, state: dict, out_dir: Pa
                 continue
             rows = [r for r in manifest if r["split"] == split]
             op = dataclasses.replace(cfg.on_policy, conditions=n)
-            made = on_policy_pairs(
-                model, codec, rows, store, text_emb, op, ScorerConfig(), cfg.train.seed, relative, split
-            )
+            made = on_policy_pairs(model, codec, rows, store, text_emb, op, cfg.train.seed, relative, split)
             log.info("on-policy pairs (%s): %d from %d conditions", split, len(made), n)
             pairs += made
         return {"tokenizer_hash": state["tokenizer_hash"], "pairs": pairs}

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from src.models.sampling import Grammar, SamplingConfig, generate
 from src.music.conditions import CONDITION_TENSORS, Conditions, pair_condition_dict
 from src.music.conditions import batch as condition_batch
-from src.music.scoring import score_tokens
+from src.music.scoring import ScorerConfig, score_tokens
 from src.music.tokenizer import BOS, IGNORE, music_ids
 from src.training.loop import LoopConfig
 
@@ -63,6 +63,7 @@ class OnPolicyConfig:
     temperature: float = 1.0
     top_p: float = 0.95
     min_margin: float = 0.05  # heuristic score gap needed to make a pair
+    scorer: ScorerConfig = field(default_factory=ScorerConfig)  # the heuristic that ranks the samples
 
     def __post_init__(self) -> None:
         for name in ("conditions", "validation_conditions", "samples"):
@@ -253,14 +254,13 @@ def on_policy_pairs(
     store,
     text_emb: np.ndarray,
     cfg: OnPolicyConfig,
-    scorer,
     seed: int,
     key_relative: bool = False,
     split: str = "train",
 ) -> list[dict]:
     """Sample continuations of real openings from the supervised ``model`` (``cfg.conditions`` of ``rows``); pair
-    best vs worst by score (``key_relative``: openings on tonic C, and the pair's key condition with them). Each
-    pair is marked with ``split``."""
+    best vs worst by ``cfg.scorer`` (``key_relative``: openings on tonic C, and the pair's key condition with
+    them). Each pair is marked with ``split``."""
     from tqdm import tqdm
 
     rng = np.random.default_rng(seed)
@@ -273,7 +273,7 @@ def on_policy_pairs(
             model, codec, row, store, text_emb, cfg, cfg.samples, gen, key_relative
         )
         scored = [
-            (score_tokens(c, codec.tok, row["tempo"], row["time_signature"], row["emotion"], scorer)["total"], i)
+            (score_tokens(c, codec.tok, row["tempo"], row["time_signature"], row["emotion"], cfg.scorer)["total"], i)
             for i, c in enumerate(conts)
             if len(c)
         ]
