@@ -31,10 +31,8 @@ def with_drums(midi: Path, out: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def drum_checkpoint(micro_data, tmp_path_factory) -> Path:
-    """A micro planner trained on the micro corpus's folk tunes, each with a drum track."""
-    from src.training.symbolic import train
-
+def drum_data(micro_data, tmp_path_factory) -> DataConfig:
+    """Stage 1 over the micro corpus's folk tunes, each with a drum track."""
     dcfg, _ = micro_data
     tmp = tmp_path_factory.mktemp("drums")
     folder = tmp / "midi"
@@ -48,9 +46,42 @@ def drum_checkpoint(micro_data, tmp_path_factory) -> Path:
     cfg.folders = [FolderSourceConfig(path=str(folder), style="FOLK", name="drummed")]
     cfg.labels.min_notes = 8
     prepare(cfg)
-    pcfg = micro_planner_config(cfg.processed_dir, tmp, max_steps=40, eval_every=40, lr=3e-3)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def drum_checkpoint(drum_data, tmp_path_factory) -> Path:
+    """A micro planner trained on the drummed tunes."""
+    from src.training.symbolic import train
+
+    pcfg = micro_planner_config(
+        drum_data.processed_dir, tmp_path_factory.mktemp("drum_planner"), max_steps=40, eval_every=40, lr=3e-3
+    )
     train(pcfg)
     return Path(pcfg.out_dir) / "best.pt"
+
+
+def test_pitch_corruptions_leave_the_drum_track_alone(drum_data):
+    import dataclasses
+
+    from src.data.preferences import build_synthetic_pairs
+    from src.data.token_store import TokenStore
+    from src.music.tokenizer import TokenCodec
+    from src.utils.io import read_jsonl
+
+    codec = TokenCodec.from_file(Path(drum_data.processed_dir) / "tokenizer.json")
+    rows = read_jsonl(Path(drum_data.processed_dir) / "manifest.jsonl")
+    cfg = dataclasses.replace(
+        drum_data.preference, corruptions=["parallel_mode", "out_of_key"], train_pairs=20, validation_pairs=0
+    )
+    pairs = build_synthetic_pairs(cfg, rows, TokenStore(drum_data.processed_dir), codec, "h")["pairs"]
+    assert len(pairs) >= 10
+    for p in pairs:
+        chosen, rejected = codec.decode(p["chosen"]), codec.decode(p["rejected"])
+        kit = lambda s: sorted((n.time, n.pitch) for t in s.tracks if t.is_drum for n in t.notes)  # noqa: E731
+        tune = lambda s: sorted((n.time, n.pitch) for t in s.tracks if not t.is_drum for n in t.notes)  # noqa: E731
+        assert kit(chosen) and kit(chosen) == kit(rejected), p["id"]  # the beat is the same on both sides
+        assert tune(chosen) != tune(rejected), p["id"]  # the pitched notes moved
 
 
 def test_a_checkpoint_that_has_seen_drums_writes_them_when_asked(drum_checkpoint):

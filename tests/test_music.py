@@ -184,6 +184,17 @@ def test_a_minor_key_s_raised_sixth_and_seventh_are_in_the_key_and_out_of_key_mo
     assert moved and all(p % 12 not in key_pitch_classes(9, "minor") for p in moved)
 
 
+def test_parallel_mode_corruption_writes_the_passage_in_the_other_mode():
+    for pitches, key, other in ((A_MINOR_TUNE, (9, "minor"), (9, "major")), (C_MAJOR_TUNE, (0, "major"), (0, "minor"))):
+        tune = melody(pitches, step=8, dur=8)
+        notes = [Note(int(t), int(d), int(p), 80) for t, d, p, _ in tune]
+        bars, rng = np.arange(0, 256, 32), np.random.default_rng(0)
+        assert corrupt(notes, 0, 10**6, SCORER_TPQ, "parallel_mode", bars, key, rng)
+        moved = np.array([[n.time, n.duration, n.pitch, 0] for n in notes])
+        assert estimate_key(moved)[:2] == other  # the same tune, in the parallel mode
+        assert np.abs(moved[:, 2] - tune[:, 2]).max() == 1 and (moved[:, 0] == tune[:, 0]).all()
+
+
 def test_on_grid_term():
     bad = good().copy()
     bad[1::2, 0] += 1  # a 32nd note late: off the 16th-note grid

@@ -3,7 +3,9 @@
 out_of_key: 40% of the notes move a semitone out of the key (``key_pitch_classes``: in minor, the raised 6th
 and 7th are in it); off_grid: half the onsets move
 by a 32nd note; drop_notes: half the notes vanish; stuck_notes: a third of the notes hold on to the
-passage's end; random_repetition: every bar becomes a copy of one random bar.
+passage's end; random_repetition: every bar becomes a copy of one random bar; parallel_mode: the passage in the
+parallel mode of its key (``to_parallel_mode``'s rule: degrees 3, 6 and 7 move by a semitone), so that the pair
+prefers the mode its key condition names.
 """
 
 from __future__ import annotations
@@ -12,9 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from src.music.theory import key_pitch_classes
+from src.music.theory import key_pitch_classes, parallel_mode_shift
 
-CORRUPTIONS = ("out_of_key", "off_grid", "drop_notes", "stuck_notes", "random_repetition")
+CORRUPTIONS = ("out_of_key", "off_grid", "drop_notes", "stuck_notes", "random_repetition", "parallel_mode")
+# the corruptions that move pitches: a drum track is left as it is (its "pitches" are instruments)
+PITCH_CORRUPTIONS = ("out_of_key", "parallel_mode")
+# stage 1's default: every kind but parallel_mode, which came later (the default's pairs stay as they were)
+DEFAULT_CORRUPTIONS = CORRUPTIONS[:5]
 
 
 def corrupt(
@@ -42,6 +48,14 @@ def corrupt(
                     n.pitch, changed = n.pitch + int(step), True
                     break
         return changed
+    if kind == "parallel_mode":
+        tonic, mode = key
+        other = "major" if mode == "minor" else "minor"
+        moved = [(n, parallel_mode_shift(n.pitch, tonic, other)) for n in inside]
+        moved = [(n, s) for n, s in moved if s and 0 <= n.pitch + s < 128]
+        for n, step in moved:
+            n.pitch += step
+        return bool(moved)
     if kind == "off_grid":
         moved = pick(0.5)
         for n in moved:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from src.data.corruptions import CORRUPTIONS, corrupt
+from src.data.corruptions import CORRUPTIONS, DEFAULT_CORRUPTIONS, PITCH_CORRUPTIONS, corrupt
 from src.music.conditions import pair_condition_dict
 from src.music.notes import bar_starts, time_signatures
 from src.music.scoring import ScorerConfig, score_tokens
@@ -46,7 +46,7 @@ class PreferenceConfig:
     prompt_bars: int = 2
     continuation_bars: int = 4
     max_tokens: int = 255  # prompt + continuation (the planner's block size minus BOS)
-    corruptions: list[str] = field(default_factory=lambda: list(CORRUPTIONS))
+    corruptions: list[str] = field(default_factory=lambda: list(DEFAULT_CORRUPTIONS))
     seed: int = 0
     scorer: ScorerConfig = field(default_factory=ScorerConfig)
 
@@ -77,6 +77,8 @@ def synthetic_pair(
     bad = score.copy()
     changed = False
     for track in bad.tracks:
+        if track.is_drum and kind in PITCH_CORRUPTIONS:
+            continue
         notes = list(track.notes)
         if corrupt(notes, lo, hi, tpq, kind, ticks, (row["key_tonic"], row["mode"]), rng):
             changed = True
