@@ -4,7 +4,7 @@ Every term is in [0, 1] (higher is better) and built from :mod:`src.music.featur
 
 | term | measures | 1 when |
 |---|---|---|
-| in_key | notes in the estimated key (Krumhansl-Schmuckler; minor: raised 6th and 7th too) | ≥ ``in_key_target`` of them are |
+| in_key | notes in the estimated key (Krumhansl-Schmuckler; minor: raised 6th and 7th too) | ≥ ``in_key_target`` are |
 | on_grid | onsets on a 16th-note grid | every onset is |
 | groove | 1 - Hamming distance of consecutive bars' onset patterns (MusPy) | bars share a rhythm |
 | structure | no one-bar loop (longest run L of equal bars); from 8 bars, half is repetition r | L <= 2 (and r >= 0.2) |
