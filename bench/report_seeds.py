@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import table
-from src.utils.io import write_json
+from src.utils.io import write_json, write_text
 
 
 def collect(dirs: list[Path]) -> dict[str, list[dict]]:
@@ -69,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     text = table([{c: r.get(c, "–") for c in cols} for r in rows], cols)
     print(text)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        write_text(args.out, text + "\n")
         write_json(Path(args.out).with_suffix(".json"), {"reports": [str(d) for d in args.reports], "sets": sets})
     return 0
 

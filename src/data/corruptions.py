@@ -51,11 +51,12 @@ def corrupt(
     if kind == "parallel_mode":
         tonic, mode = key
         other = "major" if mode == "minor" else "minor"
-        moved = [(n, parallel_mode_shift(n.pitch, tonic, other)) for n in inside]
-        moved = [(n, s) for n, s in moved if s and 0 <= n.pitch + s < 128]
-        for n, step in moved:
-            n.pitch += step
-        return bool(moved)
+        changed = False
+        for n in inside:
+            step = parallel_mode_shift(n.pitch, tonic, other)
+            if step and 0 <= n.pitch + step < 128:
+                n.pitch, changed = n.pitch + step, True
+        return changed
     if kind == "off_grid":
         moved = pick(0.5)
         for n in moved:
